@@ -163,9 +163,12 @@ impl Decoder {
 /// Parses `Connect-Timeout-Ms` leniently (old SDKs send `"500.0"`).
 pub fn parse_timeout_ms(v: &str) -> Option<u64> {
     let v = v.trim();
-    v.parse::<u64>()
-        .ok()
-        .or_else(|| v.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
+    v.parse::<u64>().ok().or_else(|| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|f| *f >= 0.0)
+            .map(|f| f as u64)
+    })
 }
 
 #[cfg(test)]

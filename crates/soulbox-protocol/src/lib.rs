@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod filesystem;
+pub mod init;
 pub mod json;
 pub mod process;
 pub mod signature;

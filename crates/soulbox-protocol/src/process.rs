@@ -185,7 +185,9 @@ pub enum StreamInputEvent {
         process: ProcessSelector,
     },
     /// `DataEvent { ProcessInput input = 2 }`
-    Data { input: Option<ProcessInput> },
+    Data {
+        input: Option<ProcessInput>,
+    },
     Keepalive(Empty),
 }
 
@@ -261,6 +263,11 @@ mod tests {
         assert_eq!(r.input, Some(ProcessInput::Stdin(b"abc".to_vec())));
         let r: StreamInputRequest =
             serde_json::from_str(r#"{"event":{"data":{"input":{"pty":"YQ=="}}}}"#).unwrap();
-        assert!(matches!(r.event, StreamInputEvent::Data { input: Some(ProcessInput::Pty(_)) }));
+        assert!(matches!(
+            r.event,
+            StreamInputEvent::Data {
+                input: Some(ProcessInput::Pty(_))
+            }
+        ));
     }
 }

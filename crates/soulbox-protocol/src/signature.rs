@@ -27,7 +27,10 @@ pub fn sign(path: &str, op: Operation, user: &str, token: &str, expiration: Opti
     if let Some(exp) = expiration {
         raw.push_str(&format!(":{exp}"));
     }
-    format!("v1_{}", STANDARD_NO_PAD.encode(Sha256::digest(raw.as_bytes())))
+    format!(
+        "v1_{}",
+        STANDARD_NO_PAD.encode(Sha256::digest(raw.as_bytes()))
+    )
 }
 
 /// Constant-time comparison of two signatures.
@@ -49,7 +52,13 @@ mod tests {
             "v1_WpUXKWsFFL8A/Mvd+q8Dp58zMLZg43R7rVOLCIWv8RI"
         );
         assert_eq!(
-            sign("/home/user/x.txt", Operation::Write, "", t, Some(1795331148)),
+            sign(
+                "/home/user/x.txt",
+                Operation::Write,
+                "",
+                t,
+                Some(1795331148)
+            ),
             "v1_AZUYxnI4tnwghbHqvQrgtJdNRPzK1z6Mn1WKOlSG0Q0"
         );
         assert_eq!(

@@ -1,0 +1,12 @@
+//! The in-sandbox agent as a library, so tests can run it on a host socket.
+
+pub mod files;
+pub mod fs;
+pub mod identity;
+pub mod process;
+pub mod reaper;
+pub mod rpc;
+pub mod server;
+pub mod state;
+pub mod users;
+pub mod watch;
