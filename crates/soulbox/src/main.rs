@@ -1,1 +1,71 @@
-fn main() {}
+//! `soulbox`: the one binary. A thin CLI over the runtime crate.
+
+mod cmd;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "soulbox", version, about = "Isolated Linux sandboxes for untrusted code, E2B-compatible")]
+struct Cli {
+    /// Where templates, sandboxes and state live.
+    #[arg(long, global = true, env = "SOULBOX_DATA_DIR", default_value = "/var/lib/soulbox")]
+    data_dir: PathBuf,
+    /// Backing of each sandbox's writable layer.
+    #[arg(long, global = true, env = "SOULBOX_WRITABLE_LAYER", value_enum, default_value_t = Layer::Ext4)]
+    writable_layer: Layer,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Layer {
+    /// Sparse ext4 image per sandbox (real disk).
+    Ext4,
+    /// Size-limited tmpfs (memory-backed).
+    Tmpfs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check that this host can run SoulBox, and say how to fix what is missing.
+    Doctor,
+    /// Build and list templates.
+    #[command(subcommand)]
+    Template(cmd::template::TemplateCmd),
+    /// Run one command in a fresh sandbox and remove it afterwards.
+    Run(cmd::run::RunArgs),
+    /// Measure sandbox start, exec and memory, side by side with crun and a bare unshare.
+    Bench(cmd::bench::BenchArgs),
+}
+
+fn main() {
+    // The launcher must not start threads or a runtime: check for it before anything else.
+    if std::env::args().nth(1).as_deref() == Some("__launch") {
+        std::process::exit(soulbox_runtime::jail::run_launcher());
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SOULBOX_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(cli)));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let layer = match cli.writable_layer {
+        Layer::Ext4 => soulbox_runtime::ns::WritableLayer::Ext4,
+        Layer::Tmpfs => soulbox_runtime::ns::WritableLayer::Tmpfs,
+    };
+    let ctx = cmd::Context { data_dir: cli.data_dir, writable_layer: layer };
+    match cli.command {
+        Command::Doctor => cmd::doctor::run(&ctx),
+        Command::Template(c) => cmd::template::run(&ctx, c),
+        Command::Run(a) => cmd::run::run(&ctx, a).await,
+        Command::Bench(a) => cmd::bench::run(&ctx, a).await,
+    }
+}

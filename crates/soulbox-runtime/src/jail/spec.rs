@@ -1,0 +1,47 @@
+//! What the runtime hands to the launcher (`soulbox __launch`) on its stdin.
+
+use serde::{Deserialize, Serialize};
+use soulbox_protocol::init::InitSpec;
+use std::path::PathBuf;
+
+/// Everything needed to build one sandbox. Paths are host paths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub id: String,
+    /// Read-only template layers, topmost first.
+    pub layers: Vec<PathBuf>,
+    /// The sandbox's directory: holds `root/` (the overlay mount point), `run/` (the agent's
+    /// socket) and the writable layer.
+    pub dir: PathBuf,
+    pub upper: UpperLayer,
+    /// The static agent binary, bind-mounted read-only at `/.soulbox/agent`.
+    pub agent: PathBuf,
+    /// `cgroup.procs` files to join before the namespaces are made.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// A pooled network namespace to join (internet on); `None` makes a fresh one with only
+    /// loopback (internet off).
+    pub netns: Option<PathBuf>,
+    /// Host uid/gid that sandbox root maps to; 65536 ids are mapped.
+    pub id_base: u32,
+    pub nofile: u64,
+    pub seccomp: bool,
+    /// Handed to the agent over a pipe on fd 3.
+    pub init: InitSpec,
+}
+
+/// The per-sandbox writable layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum UpperLayer {
+    /// A sparse ext4 image file, loop-mounted; its size is the disk limit.
+    Ext4 { image: PathBuf },
+    /// A size-limited tmpfs (memory-backed; charged to the sandbox's memory cgroup).
+    Tmpfs { size_bytes: u64 },
+}
+
+/// The launcher's one line of output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LaunchResult {
+    /// Host pid of the sandbox's init (the agent).
+    Started { pid: i32 },
+    Failed { error: String },
+}

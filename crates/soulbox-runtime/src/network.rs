@@ -1,0 +1,263 @@
+//! Network slots: a named network namespace with a veth pair to the host, for sandboxes with
+//! internet access. Deleting a network device is slow, so slots are pooled and reused; a
+//! sandbox cannot change its slot (the namespace belongs to the host's user namespace, where
+//! sandbox root has no capabilities), so reuse is safe.
+//!
+//! Egress goes through one nftables table of SoulBox's own (`inet soulbox`): NAT out, nothing
+//! in, no traffic between sandboxes, none to the host itself or to private, loopback,
+//! link-local or multicast ranges — except DNS to the host's own nameservers.
+//!
+//! Sandboxes without internet never use a slot: they get a fresh namespace with loopback only.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// Slot addresses: slot `i` owns the /30 at `10.231.0.0 + 4i` (host .1, sandbox .2).
+pub const SUBNET: &str = "10.231.0.0/16";
+const NETNS_PREFIX: &str = "soulbox-";
+const HOST_IF_PREFIX: &str = "sbx-";
+const MAX_SLOTS: u32 = 16384;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A host networking command failed.
+    #[error("{cmd} failed: {msg} (is iproute2/nftables installed? run `soulbox doctor`)")]
+    Command { cmd: String, msg: String },
+    #[error("all {MAX_SLOTS} network slots are in use")]
+    Exhausted,
+}
+
+pub type Result<T> = std::result::Result<T, NetError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub index: u32,
+}
+
+impl Slot {
+    pub fn netns(&self) -> String {
+        format!("{NETNS_PREFIX}{}", self.index)
+    }
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(self.netns())
+    }
+    pub fn host_if(&self) -> String {
+        format!("{HOST_IF_PREFIX}{}", self.index)
+    }
+    fn base(&self) -> u32 {
+        u32::from(Ipv4Addr::new(10, 231, 0, 0)) + self.index * 4
+    }
+    pub fn host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.base() + 1)
+    }
+    pub fn sandbox_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.base() + 2)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct NetworkPool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    free: Vec<Slot>,
+    next: u32,
+    firewall: bool,
+}
+
+fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
+    let fail = |msg: String| NetError::Command { cmd: format!("{cmd} {}", args.join(" ")), msg };
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    if let (Some(input), Some(mut w)) = (stdin, child.stdin.take()) {
+        w.write_all(input.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(())
+}
+
+/// The host's IPv4 nameservers, which sandboxes may query even if they are private addresses.
+pub fn host_nameservers() -> Vec<Ipv4Addr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .filter(|a: &Ipv4Addr| !a.is_loopback())
+        .collect()
+}
+
+fn firewall_rules() -> String {
+    let dns = host_nameservers().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    let dns_rule = if dns.is_empty() {
+        String::new()
+    } else {
+        format!("iifname \"{HOST_IF_PREFIX}*\" ip daddr {{ {dns} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
+    };
+    format!(
+        r#"table inet soulbox
+delete table inet soulbox
+table inet soulbox {{
+  chain input {{
+    type filter hook input priority -10; policy accept;
+    iifname "{p}*" ct state established,related accept
+    iifname "{p}*" drop
+  }}
+  chain forward {{
+    type filter hook forward priority -10; policy accept;
+    iifname "{p}*" oifname "{p}*" drop
+    oifname "{p}*" ct state established,related accept
+    oifname "{p}*" drop
+    {dns_rule}
+    iifname "{p}*" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4 }} drop
+    iifname "{p}*" meta nfproto ipv6 drop
+    iifname "{p}*" accept
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority 100; policy accept;
+    ip saddr {SUBNET} oifname != "{p}*" masquerade
+  }}
+}}
+"#,
+        p = HOST_IF_PREFIX
+    )
+}
+
+impl NetworkPool {
+    /// Removes every slot and the firewall table a previous run left behind. Only names
+    /// SoulBox made are touched.
+    pub fn cleanup_stale(&self) {
+        if let Ok(rd) = std::fs::read_dir("/run/netns") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(NETNS_PREFIX) {
+                    let _ = run("ip", &["netns", "delete", &name], None);
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(HOST_IF_PREFIX) {
+                    let _ = run("ip", &["link", "delete", &name], None);
+                }
+            }
+        }
+        let _ = run("nft", &["delete", "table", "inet", "soulbox"], None);
+        if let Ok(mut s) = self.state.lock() {
+            *s = PoolState::default();
+        }
+    }
+
+    fn ensure_firewall(&self) -> Result<()> {
+        if self.state.lock().map(|s| s.firewall).unwrap_or(false) {
+            return Ok(());
+        }
+        run("nft", &["-f", "-"], Some(&firewall_rules()))?;
+        // NAT needs forwarding; this is the one host-wide setting SoulBox changes.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetError::Command {
+            cmd: "sysctl net.ipv4.ip_forward=1".into(),
+            msg: e.to_string(),
+        })?;
+        if let Ok(mut s) = self.state.lock() {
+            s.firewall = true;
+        }
+        Ok(())
+    }
+
+    /// A ready slot: reused if one is free, else made.
+    pub fn acquire(&self) -> Result<Slot> {
+        self.ensure_firewall()?;
+        let reuse = self.state.lock().ok().and_then(|mut s| s.free.pop());
+        if let Some(slot) = reuse {
+            return Ok(slot);
+        }
+        let index = {
+            let mut s = self.state.lock().map_err(|_| NetError::Exhausted)?;
+            if s.next >= MAX_SLOTS {
+                return Err(NetError::Exhausted);
+            }
+            s.next += 1;
+            s.next - 1
+        };
+        let slot = Slot { index };
+        if let Err(e) = make_slot(&slot) {
+            let _ = run("ip", &["netns", "delete", &slot.netns()], None);
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
+    pub fn release(&self, slot: Slot) {
+        if let Ok(mut s) = self.state.lock() {
+            s.free.push(slot);
+        }
+    }
+
+    /// Makes slots ahead of need, so that creates with internet do not pay for them.
+    pub fn prefill(&self, count: usize) -> Result<()> {
+        let have = self.state.lock().map(|s| s.free.len()).unwrap_or(0);
+        for _ in have..count {
+            let s = self.acquire()?;
+            self.release(s);
+        }
+        Ok(())
+    }
+
+    pub fn free_slots(&self) -> usize {
+        self.state.lock().map(|s| s.free.len()).unwrap_or(0)
+    }
+}
+
+fn make_slot(s: &Slot) -> Result<()> {
+    let (ns, host_if) = (s.netns(), s.host_if());
+    let host = format!(
+        "netns add {ns}\nlink add {host_if} type veth peer name eth0 netns {ns}\naddr add {}/30 dev {host_if}\nlink set {host_if} up\n",
+        s.host_ip()
+    );
+    run("ip", &["-batch", "-"], Some(&host))?;
+    let inside = format!(
+        "addr add {}/30 dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {}\n",
+        s.sandbox_ip(),
+        s.host_ip()
+    );
+    run("ip", &["-n", &ns, "-batch", "-"], Some(&inside))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_addresses_do_not_overlap() {
+        let a = Slot { index: 0 };
+        let b = Slot { index: 1 };
+        assert_eq!(a.host_ip(), Ipv4Addr::new(10, 231, 0, 1));
+        assert_eq!(a.sandbox_ip(), Ipv4Addr::new(10, 231, 0, 2));
+        assert_eq!(b.host_ip(), Ipv4Addr::new(10, 231, 0, 5));
+        assert_eq!(Slot { index: 64 }.host_ip(), Ipv4Addr::new(10, 231, 1, 1));
+        assert_eq!(Slot { index: MAX_SLOTS - 1 }.sandbox_ip(), Ipv4Addr::new(10, 231, 255, 254));
+        assert!(b.host_if().len() <= 15 && Slot { index: MAX_SLOTS }.host_if().len() <= 15);
+    }
+
+    #[test]
+    fn firewall_names_only_our_table_and_interfaces() {
+        let r = firewall_rules();
+        assert!(r.starts_with("table inet soulbox"));
+        assert!(r.contains("oifname \"sbx-*\" drop"));
+        assert!(r.contains("masquerade"));
+    }
+}

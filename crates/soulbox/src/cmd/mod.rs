@@ -1,0 +1,39 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod doctor;
+pub mod run;
+pub mod template;
+
+use anyhow::Context as _;
+use soulbox_runtime::ns::{NsBackend, RuntimeConfig, WritableLayer};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct Context {
+    pub data_dir: PathBuf,
+    pub writable_layer: WritableLayer,
+}
+
+impl Context {
+    /// The agent binary: `SOULBOX_AGENT`, else `soulbox-agent` next to this executable.
+    pub fn agent_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = std::env::var_os("SOULBOX_AGENT") {
+            return Ok(PathBuf::from(p));
+        }
+        let exe = std::env::current_exe().context("locating the soulbox executable")?;
+        Ok(exe.with_file_name("soulbox-agent"))
+    }
+
+    pub fn runtime_config(&self) -> anyhow::Result<RuntimeConfig> {
+        let exe = std::env::current_exe().context("locating the soulbox executable")?;
+        let mut cfg = RuntimeConfig::new(self.data_dir.clone(), self.agent_path()?, exe);
+        cfg.writable_layer = self.writable_layer;
+        Ok(cfg)
+    }
+
+    pub fn backend(&self) -> anyhow::Result<Arc<NsBackend>> {
+        let cfg = self.runtime_config()?;
+        Ok(Arc::new(NsBackend::new(cfg).context("starting the sandbox runtime (try `soulbox doctor`)")?))
+    }
+}
