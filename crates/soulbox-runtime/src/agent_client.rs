@@ -7,14 +7,19 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use soulbox_protocol::connect::{self, ConnectError};
-use soulbox_protocol::process::{EventResponse, ProcessConfig, ProcessEvent, StartRequest, DataEvent};
+use soulbox_protocol::process::{
+    DataEvent, EventResponse, ProcessConfig, ProcessEvent, StartRequest,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("connecting to the agent at {path}: {source}")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("talking to the agent: {0}")]
     Http(#[from] hyper::Error),
     #[error("bad request: {0}")]
@@ -52,7 +57,10 @@ impl AgentClient {
     pub async fn connect(socket: &Path, token: Option<String>) -> Result<Self> {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
-            .map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+            .map_err(|source| ClientError::Connect {
+                path: socket.to_path_buf(),
+                source,
+            })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -66,7 +74,11 @@ impl AgentClient {
         let mut delay = Duration::from_micros(200);
         loop {
             if let Ok(mut c) = Self::connect(socket, token.clone()).await {
-                if c.get("/health").await.map(|r| r.status().is_success()).unwrap_or(false) {
+                if c.get("/health")
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+                {
                     return Ok(c);
                 }
             }
@@ -78,8 +90,17 @@ impl AgentClient {
         }
     }
 
-    fn request(&self, method: &str, path: &str, content_type: &str) -> hyper::http::request::Builder {
-        let mut b = Request::builder().method(method).uri(path).header("host", "agent").header("content-type", content_type);
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+    ) -> hyper::http::request::Builder {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "agent")
+            .header("content-type", content_type);
         if let Some(t) = &self.token {
             b = b.header("x-access-token", t);
         }
@@ -96,66 +117,107 @@ impl AgentClient {
     }
 
     pub async fn get(&mut self, path: &str) -> Result<Response<Bytes>> {
-        let req = self.request("GET", path, "application/json").body(Full::new(Bytes::new()))?;
+        let req = self
+            .request("GET", path, "application/json")
+            .body(Full::new(Bytes::new()))?;
         self.send(req).await
     }
 
     /// A unary Connect call; returns the decoded response or the Connect error.
-    pub async fn unary(&mut self, method: &str, msg: &serde_json::Value, user: Option<&str>) -> Result<serde_json::Value> {
+    pub async fn unary(
+        &mut self,
+        method: &str,
+        msg: &serde_json::Value,
+        user: Option<&str>,
+    ) -> Result<serde_json::Value> {
         let mut b = self.request("POST", method, connect::UNARY_CONTENT_TYPE);
         if let Some(u) = user {
             b = b.header("authorization", basic(u));
         }
-        let resp = self.send(b.body(Full::new(Bytes::from(msg.to_string())))?).await?;
+        let resp = self
+            .send(b.body(Full::new(Bytes::from(msg.to_string())))?)
+            .await?;
         if resp.status() == 200 {
-            return serde_json::from_slice(resp.body()).map_err(|e| ClientError::Protocol(e.to_string()));
+            return serde_json::from_slice(resp.body())
+                .map_err(|e| ClientError::Protocol(e.to_string()));
         }
         match serde_json::from_slice::<ConnectError>(resp.body()) {
             Ok(e) => Err(ClientError::Rpc(e)),
-            Err(_) => Err(ClientError::Status { status: resp.status().as_u16(), body: String::from_utf8_lossy(resp.body()).into() }),
+            Err(_) => Err(ClientError::Status {
+                status: resp.status().as_u16(),
+                body: String::from_utf8_lossy(resp.body()).into(),
+            }),
         }
     }
 
     /// A server-streaming Connect call; returns every message, or the stream's error.
-    pub async fn stream(&mut self, method: &str, msg: &serde_json::Value, user: Option<&str>) -> Result<Vec<serde_json::Value>> {
+    pub async fn stream(
+        &mut self,
+        method: &str,
+        msg: &serde_json::Value,
+        user: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>> {
         let mut b = self.request("POST", method, connect::STREAM_CONTENT_TYPE);
         if let Some(u) = user {
             b = b.header("authorization", basic(u));
         }
-        let resp = self.send(b.body(Full::new(connect::encode_message(msg)))?).await?;
+        let resp = self
+            .send(b.body(Full::new(connect::encode_message(msg)))?)
+            .await?;
         if resp.status() != 200 {
-            return Err(ClientError::Status { status: resp.status().as_u16(), body: String::from_utf8_lossy(resp.body()).into() });
+            return Err(ClientError::Status {
+                status: resp.status().as_u16(),
+                body: String::from_utf8_lossy(resp.body()).into(),
+            });
         }
         let mut d = connect::Decoder::new(usize::MAX);
         d.push(resp.body());
         let mut out = vec![];
         while let Some(env) = d.next().map_err(|e| ClientError::Protocol(e.to_string()))? {
-            let v: serde_json::Value = serde_json::from_slice(&env.payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let v: serde_json::Value = serde_json::from_slice(&env.payload)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
             if env.flags & connect::FLAG_END_STREAM != 0 {
                 if let Some(e) = v.get("error") {
-                    return Err(ClientError::Rpc(serde_json::from_value(e.clone()).map_err(|e| ClientError::Protocol(e.to_string()))?));
+                    return Err(ClientError::Rpc(
+                        serde_json::from_value(e.clone())
+                            .map_err(|e| ClientError::Protocol(e.to_string()))?,
+                    ));
                 }
                 return Ok(out);
             }
             out.push(v);
         }
-        Err(ClientError::Protocol("stream ended without an end-of-stream frame".into()))
+        Err(ClientError::Protocol(
+            "stream ended without an end-of-stream frame".into(),
+        ))
     }
 
     /// Runs a command to completion (as `user`, or the default user).
     pub async fn run(&mut self, cmd: &str, args: &[&str], user: Option<&str>) -> Result<Output> {
         let req = StartRequest {
-            process: ProcessConfig { cmd: cmd.into(), args: args.iter().map(|s| s.to_string()).collect(), ..Default::default() },
+            process: ProcessConfig {
+                cmd: cmd.into(),
+                args: args.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
             stdin: Some(false),
             ..Default::default()
         };
-        let msgs = self.stream("/process.Process/Start", &serde_json::to_value(req).unwrap_or_default(), user).await?;
+        let msgs = self
+            .stream(
+                "/process.Process/Start",
+                &serde_json::to_value(req).unwrap_or_default(),
+                user,
+            )
+            .await?;
         let mut out = Output::default();
         for m in msgs {
-            let ev: EventResponse = serde_json::from_value(m).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let ev: EventResponse =
+                serde_json::from_value(m).map_err(|e| ClientError::Protocol(e.to_string()))?;
             match ev.event {
                 ProcessEvent::Start(s) => out.pid = s.pid,
-                ProcessEvent::Data(DataEvent::Stdout(d)) | ProcessEvent::Data(DataEvent::Pty(d)) => out.stdout.extend(d),
+                ProcessEvent::Data(DataEvent::Stdout(d))
+                | ProcessEvent::Data(DataEvent::Pty(d)) => out.stdout.extend(d),
                 ProcessEvent::Data(DataEvent::Stderr(d)) => out.stderr.extend(d),
                 ProcessEvent::End(e) => {
                     out.exit_code = e.exit_code;
@@ -175,5 +237,8 @@ impl AgentClient {
 
 fn basic(user: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:"))
+    )
 }

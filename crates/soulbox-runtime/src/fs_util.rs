@@ -25,7 +25,13 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<()> {
         let mut off_out = data;
         let mut left = (hole - data) as usize;
         while left > 0 {
-            let n = nix::fcntl::copy_file_range(from.as_fd(), Some(&mut off_in), to.as_fd(), Some(&mut off_out), left)?;
+            let n = nix::fcntl::copy_file_range(
+                from.as_fd(),
+                Some(&mut off_in),
+                to.as_fd(),
+                Some(&mut off_out),
+                left,
+            )?;
             if n == 0 {
                 break;
             }
@@ -53,6 +59,9 @@ mod tests {
         drop(f);
         sparse_copy(&a, &b).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-        assert!(std::fs::metadata(&b).unwrap().blocks() < 1024, "the copy is not sparse");
+        assert!(
+            std::fs::metadata(&b).unwrap().blocks() < 1024,
+            "the copy is not sparse"
+        );
     }
 }

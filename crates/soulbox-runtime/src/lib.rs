@@ -30,7 +30,13 @@ pub struct Limits {
 impl Default for Limits {
     /// E2B's defaults: 2 vCPU and 512 MiB.
     fn default() -> Self {
-        Limits { memory_bytes: 512 << 20, cpu_millis: 2000, pids: 1024, disk_bytes: 5 << 30, nofile: 16384 }
+        Limits {
+            memory_bytes: 512 << 20,
+            cpu_millis: 2000,
+            pids: 1024,
+            disk_bytes: 5 << 30,
+            nofile: 16384,
+        }
     }
 }
 
@@ -108,7 +114,10 @@ pub enum RuntimeError {
     #[error("starting the sandbox failed: {0}")]
     Launch(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("another SoulBox runtime holds {0}; stop it first (one runtime per host)")]
     Locked(PathBuf),
 }

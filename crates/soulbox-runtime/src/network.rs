@@ -71,20 +71,30 @@ struct PoolState {
 }
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
-    let fail = |msg: String| NetError::Command { cmd: format!("{cmd} {}", args.join(" ")), msg };
+    let fail = |msg: String| NetError::Command {
+        cmd: format!("{cmd} {}", args.join(" ")),
+        msg,
+    };
     let mut child = Command::new(cmd)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(e.to_string()))?;
     if let (Some(input), Some(mut w)) = (stdin, child.stdin.take()) {
-        w.write_all(input.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        w.write_all(input.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(())
 }
@@ -101,7 +111,11 @@ pub fn host_nameservers() -> Vec<Ipv4Addr> {
 }
 
 fn firewall_rules() -> String {
-    let dns = host_nameservers().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    let dns = host_nameservers()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let dns_rule = if dns.is_empty() {
         String::new()
     } else {
@@ -210,11 +224,16 @@ impl NetworkPool {
     /// Makes slots ahead of need, so that creates with internet do not pay for them.
     pub fn prefill(&self, count: usize) -> Result<()> {
         let have = self.state.lock().map(|s| s.free.len()).unwrap_or(0);
-        for _ in have..count {
-            let s = self.acquire()?;
-            self.release(s);
+        // Hold them all before giving any back, or each acquire would reuse the last one.
+        let made = (have..count).map(|_| self.acquire()).collect::<Vec<_>>();
+        let mut first_error = None;
+        for s in made {
+            match s {
+                Ok(s) => self.release(s),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     pub fn free_slots(&self) -> usize {
@@ -249,7 +268,13 @@ mod tests {
         assert_eq!(a.sandbox_ip(), Ipv4Addr::new(10, 231, 0, 2));
         assert_eq!(b.host_ip(), Ipv4Addr::new(10, 231, 0, 5));
         assert_eq!(Slot { index: 64 }.host_ip(), Ipv4Addr::new(10, 231, 1, 1));
-        assert_eq!(Slot { index: MAX_SLOTS - 1 }.sandbox_ip(), Ipv4Addr::new(10, 231, 255, 254));
+        assert_eq!(
+            Slot {
+                index: MAX_SLOTS - 1
+            }
+            .sandbox_ip(),
+            Ipv4Addr::new(10, 231, 255, 254)
+        );
         assert!(b.host_if().len() <= 15 && Slot { index: MAX_SLOTS }.host_if().len() <= 15);
     }
 

@@ -10,7 +10,9 @@ use crate::cgroup::{self, CgroupManager};
 use crate::jail::{LaunchResult, LaunchSpec, UpperLayer};
 use crate::network::{NetworkPool, Slot};
 use crate::template::TemplateStore;
-use crate::{fs_util, Backend, Limits, Result, RuntimeError, SandboxInfo, SandboxSpec, SandboxStats};
+use crate::{
+    fs_util, Backend, Limits, Result, RuntimeError, SandboxInfo, SandboxSpec, SandboxStats,
+};
 use nix::unistd::Pid;
 use rand::distr::SampleString;
 use soulbox_protocol::init::InitSpec;
@@ -33,7 +35,6 @@ pub enum WritableLayer {
     /// A size-limited tmpfs: fastest, but its data counts as the sandbox's memory.
     Tmpfs,
 }
-
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -80,19 +81,26 @@ pub struct NsBackend {
 
 impl std::fmt::Debug for NsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NsBackend").field("data_dir", &self.cfg.data_dir).finish()
+        f.debug_struct("NsBackend")
+            .field("data_dir", &self.cfg.data_dir)
+            .finish()
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::Io { path: path.to_path_buf(), source }
+    move |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A random sandbox id: 20 characters of `[a-z0-9]`, as E2B's.
 pub fn new_id() -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..20).map(|_| CHARS[rand::Rng::random_range(&mut rng, 0..CHARS.len())] as char).collect()
+    (0..20)
+        .map(|_| CHARS[rand::Rng::random_range(&mut rng, 0..CHARS.len())] as char)
+        .collect()
 }
 
 /// A random envd access token.
@@ -110,13 +118,23 @@ impl NsBackend {
         // The lock lives in /run: the network slots and cgroups it guards are host-wide.
         let lock_path = PathBuf::from("/run/soulbox.lock");
         let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
-        nix::fcntl::Flock::lock(lock.try_clone().map_err(io_err(&lock_path))?, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map(std::mem::forget)
-            .map_err(|_| RuntimeError::Locked(lock_path.clone()))?;
-        nix::sys::prctl::set_child_subreaper(true).map_err(|e| RuntimeError::Launch(format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
+        nix::fcntl::Flock::lock(
+            lock.try_clone().map_err(io_err(&lock_path))?,
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .map(std::mem::forget)
+        .map_err(|_| RuntimeError::Locked(lock_path.clone()))?;
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| RuntimeError::Launch(format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
         for p in [&cfg.agent, &cfg.launcher] {
             if !p.is_file() {
-                return Err(RuntimeError::Io { path: p.clone(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found (build with `cargo build --release`)") });
+                return Err(RuntimeError::Io {
+                    path: p.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "not found (build with `cargo build --release`)",
+                    ),
+                });
             }
         }
         let cgroups: Arc<dyn CgroupManager> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
@@ -173,20 +191,39 @@ impl NsBackend {
         let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.set_len(size).map_err(io_err(&tmp))?;
         let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", "-m", "0"])
+            .args([
+                "-q",
+                "-F",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,nodiscard",
+                "-m",
+                "0",
+            ])
             .arg(&tmp)
             .output()
-            .map_err(|e| RuntimeError::Launch(format!("running mkfs.ext4 ({e}); install e2fsprogs")))?;
+            .map_err(|e| {
+                RuntimeError::Launch(format!("running mkfs.ext4 ({e}); install e2fsprogs"))
+            })?;
         if !out.status.success() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(RuntimeError::Launch(format!("mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(RuntimeError::Launch(format!(
+                "mkfs.ext4: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         Ok(path)
     }
 
     /// Everything before the agent answers; blocking. On error, `guard` undoes it all.
-    fn start(&self, id: &str, spec: &SandboxSpec, guard: &mut CreateGuard) -> Result<(i32, PathBuf)> {
+    fn start(
+        &self,
+        id: &str,
+        spec: &SandboxSpec,
+        guard: &mut CreateGuard,
+    ) -> Result<(i32, PathBuf)> {
         spec.limits.validate()?;
         let template = self.templates.get(&spec.template)?;
         let dir = self.sandbox_dir(id);
@@ -195,16 +232,21 @@ impl NsBackend {
         let run = dir.join("run");
         std::fs::create_dir(&run).map_err(io_err(&run))?;
         // Only sandbox root may reach the agent's socket from inside.
-        std::os::unix::fs::chown(&run, Some(self.cfg.id_base), Some(self.cfg.id_base)).map_err(io_err(&run))?;
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&run))?;
+        std::os::unix::fs::chown(&run, Some(self.cfg.id_base), Some(self.cfg.id_base))
+            .map_err(io_err(&run))?;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&run))?;
 
         let upper = match self.cfg.writable_layer {
             WritableLayer::Ext4 => {
                 let image = dir.join("upper.img");
-                fs_util::sparse_copy(&self.blank_image(spec.limits.disk_bytes)?, &image).map_err(io_err(&image))?;
+                fs_util::sparse_copy(&self.blank_image(spec.limits.disk_bytes)?, &image)
+                    .map_err(io_err(&image))?;
                 UpperLayer::Ext4 { image }
             }
-            WritableLayer::Tmpfs => UpperLayer::Tmpfs { size_bytes: spec.limits.disk_bytes },
+            WritableLayer::Tmpfs => UpperLayer::Tmpfs {
+                size_bytes: spec.limits.disk_bytes,
+            },
         };
         guard.cgroup = Some(id.to_string());
         let cgroup_procs = self.cgroups.create(id, &spec.limits)?;
@@ -242,16 +284,25 @@ impl NsBackend {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| RuntimeError::Launch(format!("running {}: {e}", self.cfg.launcher.display())))?;
+            .map_err(|e| {
+                RuntimeError::Launch(format!("running {}: {e}", self.cfg.launcher.display()))
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&json).map_err(|e| RuntimeError::Launch(format!("sending the launch spec: {e}")))?;
+            stdin
+                .write_all(&json)
+                .map_err(|e| RuntimeError::Launch(format!("sending the launch spec: {e}")))?;
         }
-        let out = child.wait_with_output().map_err(|e| RuntimeError::Launch(e.to_string()))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| RuntimeError::Launch(e.to_string()))?;
         let line = String::from_utf8_lossy(&out.stdout);
         match serde_json::from_str::<LaunchResult>(line.trim()) {
             Ok(LaunchResult::Started { pid }) => Ok(pid),
             Ok(LaunchResult::Failed { error }) => Err(RuntimeError::Launch(error)),
-            Err(_) => Err(RuntimeError::Launch(format!("launcher exited with {} and said: {line}", out.status))),
+            Err(_) => Err(RuntimeError::Launch(format!(
+                "launcher exited with {} and said: {line}",
+                out.status
+            ))),
         }
     }
 
@@ -300,7 +351,10 @@ struct CreateGuard {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Backend for Arc<NsBackend> {
@@ -323,12 +377,18 @@ impl Backend for Arc<NsBackend> {
         .await
         .map_err(|e| RuntimeError::Launch(e.to_string()))?;
         let ((pid, socket), mut guard) = started?;
-        if let Err(e) = AgentClient::wait_ready(&socket, spec.access_token.clone(), READY_TIMEOUT).await {
+        if let Err(e) =
+            AgentClient::wait_ready(&socket, spec.access_token.clone(), READY_TIMEOUT).await
+        {
             let me = Arc::clone(self);
             let (id2, slot) = (id.clone(), guard.slot.take());
-            let log = std::fs::read_to_string(self.sandbox_dir(&id).join("agent.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(self.sandbox_dir(&id).join("agent.log"))
+                .unwrap_or_default();
             let _ = tokio::task::spawn_blocking(move || me.teardown(&id2, Some(pid), slot)).await;
-            return Err(RuntimeError::Launch(format!("{e}; agent log: {}", log.trim())));
+            return Err(RuntimeError::Launch(format!(
+                "{e}; agent log: {}",
+                log.trim()
+            )));
         }
         let info = SandboxInfo {
             id: id.clone(),
@@ -341,13 +401,24 @@ impl Backend for Arc<NsBackend> {
             created_unix_ms: now_ms(),
         };
         if let Ok(mut s) = self.sandboxes.lock() {
-            s.insert(id, Entry { info: info.clone(), slot: guard.slot.take() });
+            s.insert(
+                id,
+                Entry {
+                    info: info.clone(),
+                    slot: guard.slot.take(),
+                },
+            );
         }
         Ok(info)
     }
 
     async fn kill(&self, id: &str) -> Result<()> {
-        let entry = self.sandboxes.lock().ok().and_then(|mut s| s.remove(id)).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let entry = self
+            .sandboxes
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(id))
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let me = Arc::clone(self);
         let id = id.to_string();
         tokio::task::spawn_blocking(move || me.teardown(&id, Some(entry.info.pid), entry.slot))
@@ -360,22 +431,33 @@ impl Backend for Arc<NsBackend> {
     }
 
     fn list(&self) -> Vec<SandboxInfo> {
-        let mut v: Vec<_> = self.sandboxes.lock().map(|s| s.values().map(|e| e.info.clone()).collect()).unwrap_or_default();
+        let mut v: Vec<_> = self
+            .sandboxes
+            .lock()
+            .map(|s| s.values().map(|e| e.info.clone()).collect())
+            .unwrap_or_default();
         v.sort_by_key(|i| i.created_unix_ms);
         v
     }
 
     fn stats(&self, id: &str) -> Result<SandboxStats> {
-        let info = self.get(id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let info = self
+            .get(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let cgroup = self.cgroups.stats(id)?;
         // The sandbox's root as its init sees it: statvfs reports the writable layer.
-        let (disk_total, disk_used) = nix::sys::statvfs::statvfs(&PathBuf::from(format!("/proc/{}/root/", info.pid)))
-            .map(|s| {
-                let f = s.fragment_size();
-                (s.blocks() * f, (s.blocks() - s.blocks_free()) * f)
-            })
-            .unwrap_or((0, 0));
-        Ok(SandboxStats { cgroup, disk_used, disk_total })
+        let (disk_total, disk_used) =
+            nix::sys::statvfs::statvfs(&PathBuf::from(format!("/proc/{}/root/", info.pid)))
+                .map(|s| {
+                    let f = s.fragment_size();
+                    (s.blocks() * f, (s.blocks() - s.blocks_free()) * f)
+                })
+                .unwrap_or((0, 0));
+        Ok(SandboxStats {
+            cgroup,
+            disk_used,
+            disk_total,
+        })
     }
 
     async fn pause(&self, id: &str) -> Result<()> {

@@ -6,10 +6,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "soulbox", version, about = "Isolated Linux sandboxes for untrusted code, E2B-compatible")]
+#[command(
+    name = "soulbox",
+    version,
+    about = "Isolated Linux sandboxes for untrusted code, E2B-compatible"
+)]
 struct Cli {
     /// Where templates, sandboxes and state live.
-    #[arg(long, global = true, env = "SOULBOX_DATA_DIR", default_value = "/var/lib/soulbox")]
+    #[arg(
+        long,
+        global = true,
+        env = "SOULBOX_DATA_DIR",
+        default_value = "/var/lib/soulbox"
+    )]
     data_dir: PathBuf,
     /// Backing of each sandbox's writable layer.
     #[arg(long, global = true, env = "SOULBOX_WRITABLE_LAYER", value_enum, default_value_t = Layer::Ext4)]
@@ -46,10 +55,15 @@ fn main() {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SOULBOX_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SOULBOX_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let cli = Cli::parse();
-    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(cli)));
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli)));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -61,7 +75,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Layer::Ext4 => soulbox_runtime::ns::WritableLayer::Ext4,
         Layer::Tmpfs => soulbox_runtime::ns::WritableLayer::Tmpfs,
     };
-    let ctx = cmd::Context { data_dir: cli.data_dir, writable_layer: layer };
+    let ctx = cmd::Context {
+        data_dir: cli.data_dir,
+        writable_layer: layer,
+    };
     match cli.command {
         Command::Doctor => cmd::doctor::run(&ctx),
         Command::Template(c) => cmd::template::run(&ctx, c),

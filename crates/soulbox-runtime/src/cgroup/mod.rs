@@ -17,28 +17,43 @@ pub enum CgroupError {
     #[error("no usable cgroup hierarchy: {0}")]
     Unsupported(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, CgroupError>;
 
 pub(crate) fn write(path: &Path, value: impl AsRef<[u8]>) -> Result<()> {
-    std::fs::write(path, value).map_err(|source| CgroupError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, value).map_err(|source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 pub(crate) fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 pub(crate) fn read_u64(path: &Path) -> u64 {
-    read(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    read(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `key value` lines (`memory.stat`, `cpu.stat`, `memory.events`).
 pub(crate) fn keyed(path: &Path, key: &str) -> u64 {
     read(path)
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+        })
         .unwrap_or(0)
 }
 
@@ -94,9 +109,16 @@ pub(crate) fn kill_and_wait(procs_files: &[PathBuf]) {
     for _ in 0..500 {
         let mut any = false;
         for f in procs_files {
-            for pid in read(f).unwrap_or_default().lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            for pid in read(f)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+            {
                 any = true;
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         if !any {
@@ -113,9 +135,19 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(2)),
-            Err(source) => return Err(CgroupError::Io { path: dir.to_path_buf(), source }),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            Err(source) => {
+                return Err(CgroupError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
         }
     }
-    Err(CgroupError::Io { path: dir.to_path_buf(), source: std::io::Error::from_raw_os_error(libc::EBUSY) })
+    Err(CgroupError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(libc::EBUSY),
+    })
 }

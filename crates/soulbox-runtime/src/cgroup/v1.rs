@@ -18,17 +18,38 @@ impl V1 {
         let base = |c: &str| -> Result<PathBuf> {
             let p = root.join(c);
             // `cpu` and `cpuacct` are often one hierarchy reached through symlinks.
-            let p = std::fs::canonicalize(&p).map_err(|source| CgroupError::Io { path: p.clone(), source })?;
+            let p = std::fs::canonicalize(&p).map_err(|source| CgroupError::Io {
+                path: p.clone(),
+                source,
+            })?;
             let dir = p.join("soulbox");
-            std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Io { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             Ok(dir)
         };
-        Ok(V1 { memory: base("memory")?, cpu: base("cpu")?, cpuacct: base("cpuacct")?, pids: base("pids")?, freezer: base("freezer")? })
+        Ok(V1 {
+            memory: base("memory")?,
+            cpu: base("cpu")?,
+            cpuacct: base("cpuacct")?,
+            pids: base("pids")?,
+            freezer: base("freezer")?,
+        })
     }
 
     /// Distinct hierarchy directories of a sandbox.
     fn dirs(&self, id: &str) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = [&self.memory, &self.cpu, &self.cpuacct, &self.pids, &self.freezer].iter().map(|b| b.join(id)).collect();
+        let mut v: Vec<PathBuf> = [
+            &self.memory,
+            &self.cpu,
+            &self.cpuacct,
+            &self.pids,
+            &self.freezer,
+        ]
+        .iter()
+        .map(|b| b.join(id))
+        .collect();
         v.dedup();
         v
     }
@@ -42,10 +63,16 @@ impl CgroupManager for V1 {
     fn create(&self, id: &str, l: &Limits) -> Result<Vec<PathBuf>> {
         let dirs = self.dirs(id);
         for d in &dirs {
-            std::fs::create_dir_all(d).map_err(|source| CgroupError::Io { path: d.clone(), source })?;
+            std::fs::create_dir_all(d).map_err(|source| CgroupError::Io {
+                path: d.clone(),
+                source,
+            })?;
         }
         let mem = self.memory.join(id);
-        write(&mem.join("memory.limit_in_bytes"), l.memory_bytes.to_string())?;
+        write(
+            &mem.join("memory.limit_in_bytes"),
+            l.memory_bytes.to_string(),
+        )?;
         // No swap: memory+swap equals memory (the file exists only with swap accounting).
         let memsw = mem.join("memory.memsw.limit_in_bytes");
         if memsw.exists() {
@@ -53,7 +80,10 @@ impl CgroupManager for V1 {
         }
         let cpu = self.cpu.join(id);
         write(&cpu.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
-        write(&cpu.join("cpu.cfs_quota_us"), (l.cpu_millis * PERIOD_US / 1000).to_string())?;
+        write(
+            &cpu.join("cpu.cfs_quota_us"),
+            (l.cpu_millis * PERIOD_US / 1000).to_string(),
+        )?;
         write(&self.pids.join(id).join("pids.max"), l.pids.to_string())?;
         Ok(dirs.iter().map(|d| d.join("cgroup.procs")).collect())
     }
@@ -101,7 +131,11 @@ impl CgroupManager for V1 {
         }
         // A frozen task cannot die: thaw first.
         let _ = write(&self.freezer.join(id).join("freezer.state"), "THAWED");
-        let procs: Vec<_> = dirs.iter().map(|d| d.join("cgroup.procs")).filter(|p| p.exists()).collect();
+        let procs: Vec<_> = dirs
+            .iter()
+            .map(|d| d.join("cgroup.procs"))
+            .filter(|p| p.exists())
+            .collect();
         kill_and_wait(&procs);
         for d in &dirs {
             remove_dir(d)?;

@@ -12,7 +12,10 @@ pub struct V2 {
 impl V2 {
     pub fn new(root: &Path) -> Result<Self> {
         let base = root.join("soulbox");
-        std::fs::create_dir_all(&base).map_err(|source| CgroupError::Io { path: base.clone(), source })?;
+        std::fs::create_dir_all(&base).map_err(|source| CgroupError::Io {
+            path: base.clone(),
+            source,
+        })?;
         // Controllers must be enabled at each level down to our subtree.
         for dir in [root, base.as_path()] {
             write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
@@ -28,7 +31,10 @@ impl CgroupManager for V2 {
 
     fn create(&self, id: &str, l: &Limits) -> Result<Vec<PathBuf>> {
         let d = self.base.join(id);
-        std::fs::create_dir_all(&d).map_err(|source| CgroupError::Io { path: d.clone(), source })?;
+        std::fs::create_dir_all(&d).map_err(|source| CgroupError::Io {
+            path: d.clone(),
+            source,
+        })?;
         write(&d.join("memory.max"), l.memory_bytes.to_string())?;
         let swap = d.join("memory.swap.max");
         if swap.exists() {
@@ -39,7 +45,10 @@ impl CgroupManager for V2 {
         if group.exists() {
             write(&group, "0")?;
         }
-        write(&d.join("cpu.max"), format!("{} {PERIOD_US}", l.cpu_millis * PERIOD_US / 1000))?;
+        write(
+            &d.join("cpu.max"),
+            format!("{} {PERIOD_US}", l.cpu_millis * PERIOD_US / 1000),
+        )?;
         write(&d.join("pids.max"), l.pids.to_string())?;
         Ok(vec![d.join("cgroup.procs")])
     }

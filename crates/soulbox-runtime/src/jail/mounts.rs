@@ -12,22 +12,47 @@ use std::path::{Path, PathBuf};
 
 pub type Result<T> = std::result::Result<T, String>;
 
-fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: impl FnOnce() -> String) -> Result<T> {
+fn ctx<T, E: std::fmt::Display>(
+    r: std::result::Result<T, E>,
+    what: impl FnOnce() -> String,
+) -> Result<T> {
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-fn mnt(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
-    ctx(mount(src, target, fstype, flags, data), || format!("mount {} on {}", fstype.or(src).unwrap_or("bind"), target.display()))
+fn mnt(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    ctx(mount(src, target, fstype, flags, data), || {
+        format!(
+            "mount {} on {}",
+            fstype.or(src).unwrap_or("bind"),
+            target.display()
+        )
+    })
 }
 
 fn bind(src: &Path, target: &Path, extra: MsFlags) -> Result<()> {
-    ctx(mount(Some(src), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>), || {
-        format!("bind {} on {}", src.display(), target.display())
-    })?;
+    ctx(
+        mount(
+            Some(src),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
+        || format!("bind {} on {}", src.display(), target.display()),
+    )?;
     if !extra.is_empty() {
         // Bind mounts ignore flags on creation; they take effect on a remount.
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra;
-        ctx(mount(None::<&str>, target, None::<&str>, flags, None::<&str>), || format!("remount {}", target.display()))?;
+        ctx(
+            mount(None::<&str>, target, None::<&str>, flags, None::<&str>),
+            || format!("remount {}", target.display()),
+        )?;
     }
     Ok(())
 }
@@ -42,37 +67,84 @@ pub fn prepare_root(spec: &LaunchSpec) -> Result<()> {
     let upper_mnt = spec.dir.join("upper");
     let root = root_dir(spec);
     for d in [&upper_mnt, &root] {
-        ctx(std::fs::create_dir_all(d), || format!("mkdir {}", d.display()))?;
+        ctx(std::fs::create_dir_all(d), || {
+            format!("mkdir {}", d.display())
+        })?;
     }
     match &spec.upper {
         UpperLayer::Ext4 { image } => {
-            let (dev, _hold) = ctx(loopdev::attach(image), || format!("attach {}", image.display()))?;
+            let (dev, _hold) = ctx(loopdev::attach(image), || {
+                format!("attach {}", image.display())
+            })?;
             let dev = dev.to_string_lossy().into_owned();
-            mnt(Some(&dev), &upper_mnt, Some("ext4"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None)?;
+            mnt(
+                Some(&dev),
+                &upper_mnt,
+                Some("ext4"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                None,
+            )?;
         }
         UpperLayer::Tmpfs { size_bytes } => {
             let opts = format!("size={size_bytes},mode=0755");
-            mnt(Some("tmpfs"), &upper_mnt, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&opts))?;
+            mnt(
+                Some("tmpfs"),
+                &upper_mnt,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(&opts),
+            )?;
         }
     }
     let (up, work) = (upper_mnt.join("upper"), upper_mnt.join("work"));
     for d in [&up, &work] {
-        ctx(std::fs::create_dir_all(d), || format!("mkdir {}", d.display()))?;
-        ctx(chown(d, Some(uid), Some(gid)), || format!("chown {}", d.display()))?;
+        ctx(std::fs::create_dir_all(d), || {
+            format!("mkdir {}", d.display())
+        })?;
+        ctx(chown(d, Some(uid), Some(gid)), || {
+            format!("chown {}", d.display())
+        })?;
     }
-    let lower = spec.layers.iter().map(|l| l.to_string_lossy()).collect::<Vec<_>>().join(":");
-    let opts = format!("lowerdir={lower},upperdir={},workdir={}", up.display(), work.display());
-    mnt(Some("overlay"), &root, Some("overlay"), MsFlags::empty(), Some(&opts))?;
+    let lower = spec
+        .layers
+        .iter()
+        .map(|l| l.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(":");
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        up.display(),
+        work.display()
+    );
+    mnt(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&opts),
+    )?;
 
     // The agent: read-only binary, socket directory closed to everyone but sandbox root.
     let agent_dir = root.join(".soulbox");
     let (agent_bin, run) = (agent_dir.join("agent"), agent_dir.join("run"));
-    ctx(std::fs::create_dir_all(&run), || format!("mkdir {}", run.display()))?;
+    ctx(std::fs::create_dir_all(&run), || {
+        format!("mkdir {}", run.display())
+    })?;
     if !agent_bin.exists() {
-        ctx(std::fs::write(&agent_bin, b""), || format!("create {}", agent_bin.display()))?;
+        ctx(std::fs::write(&agent_bin, b""), || {
+            format!("create {}", agent_bin.display())
+        })?;
     }
-    bind(&spec.agent, &agent_bin, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
-    bind(&spec.dir.join("run"), &run, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+    bind(
+        &spec.agent,
+        &agent_bin,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+    bind(
+        &spec.dir.join("run"),
+        &run,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    )?;
 
     prepare_dev(&root.join("dev"), spec.id_base)?;
     let sys = root.join("sys");
@@ -92,30 +164,96 @@ pub fn prepare_root(spec: &LaunchSpec) -> Result<()> {
 fn prepare_dev(dev: &Path, id_base: u32) -> Result<()> {
     ctx(std::fs::create_dir_all(dev), || "mkdir dev".into())?;
     let opts = format!("mode=0755,size=65536,uid={id_base},gid={id_base}");
-    mnt(Some("tmpfs"), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(&opts))?;
+    mnt(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(&opts),
+    )?;
     let owner = (Some(Uid::from_raw(id_base)), Some(Gid::from_raw(id_base)));
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let p = dev.join(name);
-        ctx(mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)), || format!("mknod {name}"))?;
+        ctx(
+            mknod(
+                &p,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            ),
+            || format!("mknod {name}"),
+        )?;
         // mknod honours the umask; devices must be usable by every user.
-        ctx(nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &p, Mode::from_bits_truncate(0o666), nix::sys::stat::FchmodatFlags::FollowSymlink), || format!("chmod {name}"))?;
+        ctx(
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                &p,
+                Mode::from_bits_truncate(0o666),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            ),
+            || format!("chmod {name}"),
+        )?;
         ctx(chown(&p, owner.0, owner.1), || format!("chown {name}"))?;
     }
     for d in ["pts", "shm", "mqueue"] {
-        ctx(std::fs::create_dir_all(dev.join(d)), || format!("mkdir dev/{d}"))?;
-        ctx(chown(&dev.join(d), owner.0, owner.1), || format!("chown dev/{d}"))?;
+        ctx(std::fs::create_dir_all(dev.join(d)), || {
+            format!("mkdir dev/{d}")
+        })?;
+        ctx(chown(&dev.join(d), owner.0, owner.1), || {
+            format!("chown dev/{d}")
+        })?;
     }
     let shm = format!("mode=1777,size=67108864,uid={id_base},gid={id_base}");
-    mnt(Some("shm"), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&shm))?;
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        ctx(symlink(target, dev.join(link)), || format!("symlink dev/{link}"))?;
-        ctx(nix::unistd::fchownat(nix::fcntl::AT_FDCWD, &dev.join(link), owner.0, owner.1, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW), || format!("chown dev/{link}"))?;
+    mnt(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&shm),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ctx(symlink(target, dev.join(link)), || {
+            format!("symlink dev/{link}")
+        })?;
+        ctx(
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                &dev.join(link),
+                owner.0,
+                owner.1,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ),
+            || format!("chown dev/{link}"),
+        )?;
     }
     Ok(())
 }
 
 /// Paths of /proc hidden behind /dev/null (files) or an empty read-only tmpfs (directories).
-const PROC_MASKED: &[&str] = &["kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "acpi", "scsi", "kallsyms"];
+const PROC_MASKED: &[&str] = &[
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "acpi",
+    "scsi",
+    "kallsyms",
+];
 /// Paths of /proc made read-only.
 const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
@@ -132,7 +270,13 @@ pub fn finish_root(root: &Path) -> Result<()> {
     for m in PROC_MASKED {
         let p = proc_.join(m);
         match std::fs::metadata(&p) {
-            Ok(md) if md.is_dir() => mnt(Some("tmpfs"), &p, Some("tmpfs"), nse | MsFlags::MS_RDONLY, Some("size=0"))?,
+            Ok(md) if md.is_dir() => mnt(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                nse | MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )?,
             Ok(_) => bind(&root.join("dev/null"), &p, MsFlags::empty())?,
             Err(_) => {}
         }
@@ -143,11 +287,19 @@ pub fn finish_root(root: &Path) -> Result<()> {
             bind(&p, &p, nse | MsFlags::MS_RDONLY)?;
         }
     }
-    mnt(Some("devpts"), &root.join("dev/pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
+    mnt(
+        Some("devpts"),
+        &root.join("dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
 
     ctx(nix::unistd::chdir(root), || "chdir root".into())?;
     ctx(nix::unistd::pivot_root(".", "."), || "pivot_root".into())?;
-    ctx(umount2(".", MntFlags::MNT_DETACH), || "detach old root".into())?;
+    ctx(umount2(".", MntFlags::MNT_DETACH), || {
+        "detach old root".into()
+    })?;
     ctx(nix::unistd::chdir("/"), || "chdir /".into())?;
     Ok(())
 }
@@ -156,7 +308,13 @@ pub fn finish_root(root: &Path) -> Result<()> {
 pub fn loopback_up() -> io::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
     use std::os::fd::AsRawFd;
-    let s = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)?;
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
     // SAFETY: an all-zero ifreq is valid; the name fits in IFNAMSIZ.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {

@@ -72,26 +72,39 @@ const NAMESPACE_FLAGS: &[u64] = &[
 ];
 
 fn build(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, String> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("seccomp: {e:?}"))?;
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch)
-        .map_err(|e| format!("seccomp filter: {e}"))?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| format!("seccomp compile: {e}"))
+    let arch =
+        TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("seccomp: {e:?}"))?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        arch,
+    )
+    .map_err(|e| format!("seccomp filter: {e}"))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| format!("seccomp compile: {e}"))
 }
 
 /// The programs to install, in order.
 pub fn programs() -> Result<Vec<BpfProgram>, String> {
-    let mut deny: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|(_, nr)| (*nr, vec![])).collect();
+    let mut deny: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|(_, nr)| (*nr, vec![])).collect();
     let clone_rules = NAMESPACE_FLAGS
         .iter()
         .map(|f| {
-            let c = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(*f), *f)
-                .map_err(|e| format!("seccomp condition: {e}"))?;
+            let c =
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(*f), *f)
+                    .map_err(|e| format!("seccomp condition: {e}"))?;
             SeccompRule::new(vec![c]).map_err(|e| format!("seccomp rule: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     deny.insert(libc::SYS_clone, clone_rules);
     let enosys = BTreeMap::from([(libc::SYS_clone3, vec![])]);
-    Ok(vec![build(deny, libc::EPERM)?, build(enosys, libc::ENOSYS)?])
+    Ok(vec![
+        build(deny, libc::EPERM)?,
+        build(enosys, libc::ENOSYS)?,
+    ])
 }
 
 /// Installs the filters on the calling thread (and everything it later runs).

@@ -42,6 +42,10 @@ pub enum UpperLayer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LaunchResult {
     /// Host pid of the sandbox's init (the agent).
-    Started { pid: i32 },
-    Failed { error: String },
+    Started {
+        pid: i32,
+    },
+    Failed {
+        error: String,
+    },
 }

@@ -22,7 +22,10 @@ pub enum TemplateError {
     #[error("building template '{name}' failed: {msg}")]
     Build { name: String, msg: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, TemplateError>;
@@ -45,7 +48,10 @@ pub struct TemplateStore {
 
 impl TemplateStore {
     pub fn new(data_dir: &Path, id_base: u32) -> Self {
-        TemplateStore { dir: data_dir.join("templates"), id_base }
+        TemplateStore {
+            dir: data_dir.join("templates"),
+            id_base,
+        }
     }
 
     fn built_dir(&self, r: &Recipe) -> PathBuf {
@@ -59,12 +65,19 @@ impl TemplateStore {
         if !d.join("complete").exists() {
             return Err(TemplateError::NotBuilt(r.name.to_string()));
         }
-        Ok(Template { name: r.name.into(), hash: r.hash(), layers: vec![d.join("rootfs")] })
+        Ok(Template {
+            name: r.name.into(),
+            hash: r.hash(),
+            layers: vec![d.join("rootfs")],
+        })
     }
 
     /// Every known template and whether its current recipe is built.
     pub fn list(&self) -> Vec<(&'static Recipe, bool)> {
-        RECIPES.iter().map(|r| (r, self.built_dir(r).join("complete").exists())).collect()
+        RECIPES
+            .iter()
+            .map(|r| (r, self.built_dir(r).join("complete").exists()))
+            .collect()
     }
 
     /// Returns the template, building it first if needed. `progress` receives each line of the
@@ -79,15 +92,26 @@ impl TemplateStore {
     /// Builds (or rebuilds) a template.
     pub fn build(&self, name: &str, progress: &mut dyn FnMut(&str)) -> Result<Template> {
         let r = recipe::find(name).ok_or_else(|| TemplateError::Unknown(name.to_string()))?;
-        let fail = |msg: String| TemplateError::Build { name: r.name.into(), msg };
+        let fail = |msg: String| TemplateError::Build {
+            name: r.name.into(),
+            msg,
+        };
         let final_dir = self.built_dir(r);
-        let work = self.dir.join(r.name).join(format!(".building-{}", std::process::id()));
+        let work = self
+            .dir
+            .join(r.name)
+            .join(format!(".building-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(|source| TemplateError::Io { path: work.clone(), source })?;
+        std::fs::create_dir_all(&work).map_err(|source| TemplateError::Io {
+            path: work.clone(),
+            source,
+        })?;
         let rootfs = work.join("rootfs");
 
         let mut cmd = Command::new("mmdebstrap");
-        cmd.arg("--variant=minbase").arg("--mode=root").arg("--format=directory");
+        cmd.arg("--variant=minbase")
+            .arg("--mode=root")
+            .arg("--format=directory");
         cmd.arg(format!("--include={}", r.packages.join(",")));
         for h in r.hooks() {
             cmd.arg(format!("--customize-hook={h}"));
@@ -102,29 +126,56 @@ impl TemplateStore {
             return Err(fail(msg));
         }
         let _ = std::fs::remove_dir_all(&final_dir);
-        std::fs::rename(&work, &final_dir).map_err(|source| TemplateError::Io { path: final_dir.clone(), source })?;
-        std::fs::write(final_dir.join("complete"), r.hash()).map_err(|source| TemplateError::Io { path: final_dir.clone(), source })?;
+        std::fs::rename(&work, &final_dir).map_err(|source| TemplateError::Io {
+            path: final_dir.clone(),
+            source,
+        })?;
+        std::fs::write(final_dir.join("complete"), r.hash()).map_err(|source| {
+            TemplateError::Io {
+                path: final_dir.clone(),
+                source,
+            }
+        })?;
         self.get(r.name)
     }
 }
 
 /// Runs a command, passing each output line (stdout and stderr) to `progress`.
-fn run_streaming(mut cmd: Command, progress: &mut dyn FnMut(&str)) -> std::result::Result<(), String> {
+fn run_streaming(
+    mut cmd: Command,
+    progress: &mut dyn FnMut(&str),
+) -> std::result::Result<(), String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run mmdebstrap ({e}); install it with `apt-get install mmdebstrap`"))?;
+        .map_err(|e| {
+            format!("cannot run mmdebstrap ({e}); install it with `apt-get install mmdebstrap`")
+        })?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut readers = vec![];
     if let Some(out) = child.stdout.take() {
         let tx = tx.clone();
-        readers.push(std::thread::spawn(move || BufReader::new(out).lines().map_while(|l| l.ok()).for_each(|l| { let _ = tx.send(l); })));
+        readers.push(std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(|l| l.ok())
+                .for_each(|l| {
+                    let _ = tx.send(l);
+                })
+        }));
     }
     if let Some(err) = child.stderr.take() {
         let tx = tx.clone();
-        readers.push(std::thread::spawn(move || BufReader::new(err).lines().map_while(|l| l.ok()).for_each(|l| { let _ = tx.send(l); })));
+        readers.push(std::thread::spawn(move || {
+            BufReader::new(err)
+                .lines()
+                .map_while(|l| l.ok())
+                .for_each(|l| {
+                    let _ = tx.send(l);
+                })
+        }));
     }
     drop(tx);
     let mut tail = std::collections::VecDeque::new();
@@ -137,7 +188,10 @@ fn run_streaming(mut cmd: Command, progress: &mut dyn FnMut(&str)) -> std::resul
     }
     let status = child.wait().map_err(|e| e.to_string())?;
     if !status.success() {
-        return Err(format!("mmdebstrap exited with {status}; last output:\n{}", Vec::from(tail).join("\n")));
+        return Err(format!(
+            "mmdebstrap exited with {status}; last output:\n{}",
+            Vec::from(tail).join("\n")
+        ));
     }
     Ok(())
 }
@@ -145,7 +199,10 @@ fn run_streaming(mut cmd: Command, progress: &mut dyn FnMut(&str)) -> std::resul
 /// Host-specific files, then every file owned by id `n` becomes `n + id_base`, so that the
 /// sandbox's user namespace (sandbox 0 = host `id_base`) sees the ids the packages meant.
 fn finish_rootfs(rootfs: &Path, id_base: u32) -> std::io::Result<()> {
-    std::fs::write(rootfs.join("etc/resolv.conf"), std::fs::read("/etc/resolv.conf").unwrap_or_default())?;
+    std::fs::write(
+        rootfs.join("etc/resolv.conf"),
+        std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+    )?;
     std::fs::write(rootfs.join("etc/hostname"), "sandbox\n")?;
     for entry in walkdir::WalkDir::new(rootfs).follow_links(false) {
         let entry = entry.map_err(std::io::Error::other)?;
@@ -153,10 +210,17 @@ fn finish_rootfs(rootfs: &Path, id_base: u32) -> std::io::Result<()> {
         if md.uid() >= 65536 || md.gid() >= 65536 {
             continue;
         }
-        std::os::unix::fs::lchown(entry.path(), Some(md.uid() + id_base), Some(md.gid() + id_base))?;
+        std::os::unix::fs::lchown(
+            entry.path(),
+            Some(md.uid() + id_base),
+            Some(md.gid() + id_base),
+        )?;
         // chown clears set-id bits; put them back.
         if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
-            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+            std::fs::set_permissions(
+                entry.path(),
+                std::fs::Permissions::from_mode(md.mode() & 0o7777),
+            )?;
         }
     }
     Ok(())

@@ -17,8 +17,20 @@ pub struct Recipe {
 }
 
 const COMMON: &[&str] = &[
-    "bash", "ca-certificates", "coreutils", "procps", "python3", "python3-pip", "python3-venv",
-    "nodejs", "npm", "git", "curl", "less", "iproute2", "locales",
+    "bash",
+    "ca-certificates",
+    "coreutils",
+    "procps",
+    "python3",
+    "python3-pip",
+    "python3-venv",
+    "nodejs",
+    "npm",
+    "git",
+    "curl",
+    "less",
+    "iproute2",
+    "locales",
 ];
 
 pub const RECIPES: &[Recipe] = &[
@@ -31,7 +43,8 @@ pub const RECIPES: &[Recipe] = &[
     },
     Recipe {
         name: "base",
-        description: "Debian with E2B's conventions: user `user`, bash, python3 + pip, node + npm, git, curl",
+        description:
+            "Debian with E2B's conventions: user `user`, bash, python3 + pip, node + npm, git, curl",
         suite: "bookworm",
         packages: COMMON,
         pip: &[],
@@ -62,8 +75,15 @@ impl Recipe {
     /// Content hash of everything that shapes the result; a change means a rebuild.
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
-        h.update(format!("{BUILDER_VERSION}|{}|{}|{:?}|{:?}", self.name, self.suite, self.packages, self.pip));
-        h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+        h.update(format!(
+            "{BUILDER_VERSION}|{}|{}|{:?}|{:?}",
+            self.name, self.suite, self.packages, self.pip
+        ));
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Shell commands mmdebstrap runs as customize hooks (`$1` is the root directory).
@@ -98,7 +118,10 @@ mod tests {
         let h: Vec<_> = RECIPES.iter().map(|r| r.hash()).collect();
         assert_eq!(h[0], RECIPES[0].hash());
         assert_ne!(h[1], h[2]);
-        assert_eq!(find("code-interpreter-v1").map(|r| r.name), Some("code-interpreter"));
+        assert_eq!(
+            find("code-interpreter-v1").map(|r| r.name),
+            Some("code-interpreter")
+        );
         assert!(find("nope").is_none());
     }
 }

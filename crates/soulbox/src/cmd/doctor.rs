@@ -1,1 +1,3 @@
-pub fn run(_c: &super::Context) -> anyhow::Result<()> { Ok(()) }
+pub fn run(_c: &super::Context) -> anyhow::Result<()> {
+    Ok(())
+}

@@ -34,6 +34,8 @@ impl Context {
 
     pub fn backend(&self) -> anyhow::Result<Arc<NsBackend>> {
         let cfg = self.runtime_config()?;
-        Ok(Arc::new(NsBackend::new(cfg).context("starting the sandbox runtime (try `soulbox doctor`)")?))
+        Ok(Arc::new(NsBackend::new(cfg).context(
+            "starting the sandbox runtime (try `soulbox doctor`)",
+        )?))
     }
 }

@@ -33,8 +33,18 @@ pub struct RunArgs {
 
 pub async fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
-    let limits = Limits { memory_bytes: a.memory << 20, cpu_millis: (a.cpus * 1000.0) as u64, disk_bytes: a.disk << 20, ..Limits::default() };
-    let spec = SandboxSpec { template: a.template, limits, internet: a.internet, ..Default::default() };
+    let limits = Limits {
+        memory_bytes: a.memory << 20,
+        cpu_millis: (a.cpus * 1000.0) as u64,
+        disk_bytes: a.disk << 20,
+        ..Limits::default()
+    };
+    let spec = SandboxSpec {
+        template: a.template,
+        limits,
+        internet: a.internet,
+        ..Default::default()
+    };
     let sb = backend.create(spec).await?;
     let result = async {
         let mut c = AgentClient::connect(&sb.socket, None).await?;
@@ -45,5 +55,9 @@ pub async fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
     let out = result?;
     std::io::stdout().write_all(&out.stdout)?;
     std::io::stderr().write_all(&out.stderr)?;
-    std::process::exit(out.exit_code.clamp(0, 255).max(if out.exit_code < 0 { 128 } else { 0 }));
+    std::process::exit(
+        out.exit_code
+            .clamp(0, 255)
+            .max(if out.exit_code < 0 { 128 } else { 0 }),
+    );
 }

@@ -25,12 +25,21 @@ pub fn run(ctx: &Context, cmd: TemplateCmd) -> anyhow::Result<()> {
         TemplateCmd::List => {
             println!("{:<18} {:<8} DESCRIPTION", "NAME", "BUILT");
             for (r, built) in store.list() {
-                println!("{:<18} {:<8} {}", r.name, if built { "yes" } else { "no" }, r.description);
+                println!(
+                    "{:<18} {:<8} {}",
+                    r.name,
+                    if built { "yes" } else { "no" },
+                    r.description
+                );
             }
             Ok(())
         }
         TemplateCmd::Build { names, force } => {
-            let names: Vec<String> = if names.is_empty() { RECIPES.iter().map(|r| r.name.to_string()).collect() } else { names };
+            let names: Vec<String> = if names.is_empty() {
+                RECIPES.iter().map(|r| r.name.to_string()).collect()
+            } else {
+                names
+            };
             for n in names {
                 build_one(&store, &n, force)?;
             }
@@ -52,7 +61,10 @@ pub fn build_one(store: &TemplateStore, name: &str, force: bool) -> anyhow::Resu
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::new_spinner();
     if tty {
-        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed}] {prefix}: {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed}] {prefix}: {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_prefix(format!("building {name}"));
         bar.enable_steady_tick(Duration::from_millis(120));
     } else {
@@ -61,13 +73,25 @@ pub fn build_one(store: &TemplateStore, name: &str, force: bool) -> anyhow::Resu
     let mut progress = |line: &str| {
         if tty {
             bar.set_message(line.to_string());
-        } else if line.starts_with("I: ") || line.starts_with("Successfully") || line.starts_with("E: ") {
+        } else if line.starts_with("I: ")
+            || line.starts_with("Successfully")
+            || line.starts_with("E: ")
+        {
             eprintln!("  {line}");
         }
     };
-    let result = if force { store.build(name, &mut progress) } else { store.ensure(name, &mut progress) };
+    let result = if force {
+        store.build(name, &mut progress)
+    } else {
+        store.ensure(name, &mut progress)
+    };
     bar.finish_and_clear();
     let t = result?;
-    println!("built template {} ({}) in {:.1} s", t.name, t.hash, start.elapsed().as_secs_f64());
+    println!(
+        "built template {} ({}) in {:.1} s",
+        t.name,
+        t.hash,
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

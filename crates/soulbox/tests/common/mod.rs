@@ -1,0 +1,119 @@
+//! Shared set-up for tests that start real sandboxes (root required).
+
+#![allow(dead_code)]
+
+use soulbox_runtime::agent_client::{AgentClient, Output};
+use soulbox_runtime::ns::{NsBackend, RuntimeConfig};
+use soulbox_runtime::{Backend, Limits, SandboxInfo, SandboxSpec};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One runtime per test process: the runtime lock is host-wide.
+pub fn backend() -> Arc<NsBackend> {
+    static B: OnceLock<Arc<NsBackend>> = OnceLock::new();
+    B.get_or_init(|| {
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_soulbox"));
+        let data = std::env::var_os("SOULBOX_TEST_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/var/lib/soulbox-test".into());
+        let cfg = RuntimeConfig::new(data, exe.with_file_name("soulbox-agent"), exe);
+        let b = NsBackend::new(cfg).expect("runtime starts (run the tests as root)");
+        b.templates()
+            .ensure("tiny", &mut |_| {})
+            .expect("tiny template builds");
+        Arc::new(b)
+    })
+    .clone()
+}
+
+pub fn spec(limits: Limits, internet: bool) -> SandboxSpec {
+    SandboxSpec {
+        template: "tiny".into(),
+        limits,
+        internet,
+        ..Default::default()
+    }
+}
+
+/// A running sandbox that is killed when dropped (also when a test fails).
+pub struct Sandbox {
+    pub info: SandboxInfo,
+    pub backend: Arc<NsBackend>,
+    killed: bool,
+}
+
+impl Sandbox {
+    pub async fn new(limits: Limits, internet: bool) -> Sandbox {
+        let backend = backend();
+        let info = backend
+            .create(spec(limits, internet))
+            .await
+            .expect("sandbox starts");
+        Sandbox {
+            info,
+            backend,
+            killed: false,
+        }
+    }
+
+    pub async fn client(&self) -> AgentClient {
+        AgentClient::connect(&self.info.socket, self.info.access_token.clone())
+            .await
+            .expect("agent connects")
+    }
+
+    /// `bash -c script` as `user` (`None` = the default user).
+    pub async fn sh_as(&self, user: Option<&str>, script: &str) -> Output {
+        self.client()
+            .await
+            .sh(script, user)
+            .await
+            .expect("command runs")
+    }
+
+    pub async fn root(&self, script: &str) -> Output {
+        self.sh_as(Some("root"), script).await
+    }
+
+    pub async fn kill(mut self) {
+        self.killed = true;
+        self.backend
+            .kill(&self.info.id)
+            .await
+            .expect("sandbox is killed");
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !self.killed {
+            let (b, id) = (self.backend.clone(), self.info.id.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let _ = rt.block_on(b.kill(&id));
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
