@@ -37,6 +37,22 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
+/// A newly added loop device's node is made by devtmpfs shortly after GET_FREE returns.
+fn open_when_present(path: &Path) -> io::Result<File> {
+    for _ in 0..200 {
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            other => return other,
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} did not appear", path.display()),
+    ))
+}
+
 /// Attaches `image` and returns the loop device's path and open handle. The handle must stay
 /// open until the device is mounted: autoclear triggers on the last close otherwise.
 pub fn attach(image: &Path) -> io::Result<(PathBuf, File)> {
@@ -49,11 +65,7 @@ pub fn attach(image: &Path) -> io::Result<(PathBuf, File)> {
             return Err(io::Error::last_os_error());
         }
         let path = PathBuf::from(format!("/dev/loop{n}"));
-        let dev = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
+        let dev = open_when_present(&path)?;
         // SAFETY: an all-zero loop_config is a valid value; fields are set below.
         let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
         cfg.fd = backing.as_raw_fd() as u32;
