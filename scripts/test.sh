@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian host, builds, then runs every
+# test. Needs root (sandboxes are real namespaces, cgroups and network devices).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for cmd in mmdebstrap:mmdebstrap crun:crun nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs unshare:util-linux python3:python3; do
+  command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+export SOULBOX_TEST_DATA_DIR="${SOULBOX_TEST_DATA_DIR:-/var/lib/soulbox-test}"
+cargo build --release --workspace --locked
+./target/x86_64-unknown-linux-gnu/release/soulbox doctor
+# Templates are cached by recipe hash; the first run builds tiny, base and code-interpreter.
+SOULBOX_DATA_DIR="$SOULBOX_TEST_DATA_DIR" ./target/x86_64-unknown-linux-gnu/release/soulbox template build tiny
+cargo test --release --workspace --locked
