@@ -2,7 +2,7 @@
 
 use crate::fs::{read_metadata, resolve, write_metadata};
 use crate::identity::as_user;
-use crate::rpc::{json_error, unauthorized};
+use crate::rpc::{json_error, UNAUTHORIZED};
 use crate::state::Agent;
 use crate::users::User;
 use axum::body::Body;
@@ -25,10 +25,20 @@ pub struct FileQuery {
     signature_expiration: Option<i64>,
 }
 
-type HttpResult = Result<Response<Body>, Response<Body>>;
+type HttpResult = Result<Response<Body>, HttpError>;
 
-fn err(status: StatusCode, msg: impl AsRef<str>) -> Response<Body> {
-    json_error(status, msg.as_ref())
+/// An error answer: envd's JSON body `{"code", "message"}` with this status.
+#[derive(Debug)]
+pub struct HttpError(StatusCode, String);
+
+impl HttpError {
+    fn into_response(self) -> Response<Body> {
+        json_error(self.0, &self.1)
+    }
+}
+
+fn err(status: StatusCode, msg: impl AsRef<str>) -> HttpError {
+    HttpError(status, msg.as_ref().to_string())
 }
 
 /// Token header, else a valid unexpired signature (when the agent has a token at all).
@@ -37,18 +47,18 @@ fn authorize(
     headers: &HeaderMap,
     q: &FileQuery,
     op: Operation,
-) -> Result<(), Response<Body>> {
+) -> Result<(), HttpError> {
     let Some(token) = agent.token() else {
         return Ok(());
     };
     if let Some(t) = headers.get("x-access-token") {
         return match t.to_str() {
             Ok(t) if signature::equal(t, &token) => Ok(()),
-            _ => Err(unauthorized()),
+            _ => Err(err(StatusCode::UNAUTHORIZED, UNAUTHORIZED)),
         };
     }
     let Some(sig) = &q.signature else {
-        return Err(unauthorized());
+        return Err(err(StatusCode::UNAUTHORIZED, UNAUTHORIZED));
     };
     let path = q.path.as_deref().unwrap_or_default();
     let user = q.username.as_deref().unwrap_or_default();
@@ -81,7 +91,7 @@ fn io_status(e: &io::Error) -> StatusCode {
     }
 }
 
-fn user_of(agent: &Agent, q: &FileQuery) -> Result<User, Response<Body>> {
+fn user_of(agent: &Agent, q: &FileQuery) -> Result<User, HttpError> {
     agent
         .user(q.username.as_deref())
         .map_err(|e| err(StatusCode::UNAUTHORIZED, e.message))
@@ -102,7 +112,7 @@ pub async fn handle(
         Ok(()) if op == Operation::Read => download(&agent, &q).await,
         Ok(()) => upload(&agent, &q, req).await,
     };
-    r.unwrap_or_else(|e| e)
+    r.unwrap_or_else(HttpError::into_response)
 }
 
 async fn download(agent: &Agent, q: &FileQuery) -> HttpResult {
@@ -146,7 +156,7 @@ async fn download(agent: &Agent, q: &FileQuery) -> HttpResult {
 }
 
 /// `X-Metadata-<key>: <value>` headers; printable ASCII, bounded as envd bounds them.
-fn metadata_headers(h: &HeaderMap) -> Result<BTreeMap<String, String>, Response<Body>> {
+fn metadata_headers(h: &HeaderMap) -> Result<BTreeMap<String, String>, HttpError> {
     let mut m = BTreeMap::new();
     let mut total = 0;
     for (k, v) in h {
@@ -263,7 +273,7 @@ async fn write_file(
     path: PathBuf,
     data: impl AsyncRead + Unpin,
     meta: &BTreeMap<String, String>,
-) -> Result<serde_json::Value, Response<Body>> {
+) -> Result<serde_json::Value, HttpError> {
     let fail = |p: &Path, e: io::Error| err(io_status(&e), format!("{}: {e}", p.display()));
     let p = path.clone();
     let file = as_user(user, move || {

@@ -390,7 +390,7 @@ fn is_network_mount(p: &Path) -> bool {
         0x517b,     /* smb */
     ];
     nix::sys::statfs::statfs(p)
-        .map(|s| NETWORK_FS.contains(&(s.filesystem_type().0 as i64)))
+        .map(|s| NETWORK_FS.contains(&{ s.filesystem_type().0 }))
         .unwrap_or(false)
 }
 

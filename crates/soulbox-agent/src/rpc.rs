@@ -80,11 +80,11 @@ pub fn check_token(agent: &Agent, headers: &HeaderMap) -> bool {
     }
 }
 
+pub const UNAUTHORIZED: &str =
+    "unauthorized access, please provide a valid access token or method signing if supported";
+
 pub fn unauthorized() -> Response<Body> {
-    json_error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized access, please provide a valid access token or method signing if supported",
-    )
+    json_error(StatusCode::UNAUTHORIZED, UNAUTHORIZED)
 }
 
 /// envd's plain-HTTP error body `{"code": <status>, "message": …}`.
@@ -111,7 +111,7 @@ pub fn decode_unary<T: DeserializeOwned>(body: &[u8]) -> RpcResult<T> {
 pub fn decode_stream_request<T: DeserializeOwned>(body: &[u8]) -> RpcResult<T> {
     let mut d = connect::Decoder::new(MAX_MESSAGE);
     d.push(body);
-    match d.next() {
+    match d.next_envelope() {
         Ok(Some(env)) if env.flags & connect::FLAG_END_STREAM == 0 => decode_unary(&env.payload),
         Ok(_) => Err(invalid("request body is not a Connect envelope")),
         Err(e) => Err(invalid(e.to_string())),

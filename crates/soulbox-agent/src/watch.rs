@@ -168,7 +168,7 @@ pub async fn watch_dir(agent: Agent, headers: HeaderMap, body: bytes::Bytes) -> 
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => if !send(WatchEvent::Filesystem(ev)).await { return },
+                    Some(ev) => if !send(WatchEvent::Filesystem(Box::new(ev))).await { return },
                     None => return,
                 },
                 _ = tokio::time::sleep(keepalive) => if !send(WatchEvent::Keepalive(Empty {})).await { return },

@@ -119,7 +119,7 @@ async fn read_stream_until(
         let Some(Ok(frame)) = frame else { return };
         if let Some(data) = frame.data_ref() {
             d.push(data);
-            while let Some(env) = d.next().unwrap() {
+            while let Some(env) = d.next_envelope().unwrap() {
                 out.push(serde_json::from_slice(&env.payload).unwrap());
             }
         }

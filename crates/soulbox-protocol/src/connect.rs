@@ -134,7 +134,7 @@ impl Decoder {
     }
 
     /// The next complete envelope, if one has arrived.
-    pub fn next(&mut self) -> Result<Option<Envelope>, FrameError> {
+    pub fn next_envelope(&mut self) -> Result<Option<Envelope>, FrameError> {
         if self.buf.len() < 5 {
             return Ok(None);
         }
@@ -184,7 +184,7 @@ mod tests {
         let mut got = vec![];
         for chunk in all.chunks(3) {
             d.push(chunk);
-            while let Some(e) = d.next().unwrap() {
+            while let Some(e) = d.next_envelope().unwrap() {
                 got.push(e);
             }
         }
@@ -200,10 +200,10 @@ mod tests {
     fn oversized_and_compressed_envelopes_are_refused() {
         let mut d = Decoder::new(4);
         d.push(&[0, 0, 0, 0, 9]);
-        assert_eq!(d.next(), Err(FrameError::TooLarge(9)));
+        assert_eq!(d.next_envelope(), Err(FrameError::TooLarge(9)));
         let mut d = Decoder::new(100);
         d.push(&[1, 0, 0, 0, 1, b'x']);
-        assert_eq!(d.next(), Err(FrameError::Compressed));
+        assert_eq!(d.next_envelope(), Err(FrameError::Compressed));
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub struct FilesystemEvent {
 #[serde(rename_all = "camelCase")]
 pub enum WatchEvent {
     Start(crate::process::Empty),
-    Filesystem(FilesystemEvent),
+    Filesystem(Box<FilesystemEvent>),
     Keepalive(crate::process::Empty),
 }
 

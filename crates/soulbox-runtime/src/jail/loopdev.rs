@@ -58,7 +58,9 @@ fn open_when_present(path: &Path) -> io::Result<File> {
 pub fn attach(image: &Path) -> io::Result<(PathBuf, File)> {
     let backing = OpenOptions::new().read(true).write(true).open(image)?;
     let ctl = File::open("/dev/loop-control")?;
-    for _ in 0..16 {
+    // Concurrent launchers are all offered the same free device; the losers get EBUSY and
+    // ask again, after a short, pid-dependent pause so they do not keep colliding.
+    for attempt in 0..1000u64 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if n < 0 {
@@ -80,6 +82,8 @@ pub fn attach(image: &Path) -> io::Result<(PathBuf, File)> {
         if err.raw_os_error() != Some(libc::EBUSY) {
             return Err(err);
         }
+        let jitter = (u64::from(std::process::id()) * 7919 + attempt * 104_729) % 400;
+        std::thread::sleep(std::time::Duration::from_micros(50 + jitter));
     }
     Err(io::Error::other("no free loop device"))
 }

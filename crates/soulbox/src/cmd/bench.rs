@@ -49,16 +49,16 @@ impl Series {
     }
 }
 
-fn mem_available_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemAvailable:")
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// Host memory in use, as `free` counts it: total − free − buffers − page cache − reclaimable
+/// slab, in KiB. (MemAvailable moves with reclaimable cache and hides small deltas.)
+fn mem_used_kib() -> i64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let get = |k: &str| -> i64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    get("MemTotal:") - get("MemFree:") - get("Buffers:") - get("Cached:") - get("SReclaimable:")
 }
 
 fn timed(mut cmd: Command) -> anyhow::Result<Duration> {
@@ -171,13 +171,13 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<()> {
 
     // Memory: N idle sandboxes.
     settle().await;
-    let before = mem_available_kib();
+    let before = mem_used_kib();
     let mut idle = vec![];
     for _ in 0..a.idle {
         idle.push(backend.create(spec.clone()).await?);
     }
     settle().await;
-    let after = mem_available_kib();
+    let after = mem_used_kib();
     let charged: u64 = idle
         .iter()
         .filter_map(|s| backend.stats(&s.id).ok())
@@ -186,7 +186,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<()> {
     for s in &idle {
         backend.kill(&s.id).await?;
     }
-    let sb_mem = before.saturating_sub(after) as f64 / 1024.0 / a.idle as f64;
+    let sb_mem = (after - before) as f64 / 1024.0 / a.idle as f64;
     let sb_charged = charged as f64 / (1 << 20) as f64 / a.idle as f64;
 
     let crun_results = if crun {
@@ -318,14 +318,14 @@ fn bench_crun(rootfs: &Path, a: &BenchArgs) -> anyhow::Result<CrunResults> {
     }
     let _ = crun_plain(&["delete", "-f", "execbox"]).output();
     std::thread::sleep(Duration::from_secs(2));
-    let before = mem_available_kib();
+    let before = mem_used_kib();
     for i in 0..a.idle {
         let mut c = crun(&["run", "--detach"]);
         c.arg(format!("idle{i}"));
         timed(c)?;
     }
     std::thread::sleep(Duration::from_secs(2));
-    let after = mem_available_kib();
+    let after = mem_used_kib();
     for i in 0..a.idle {
         let _ = crun_plain(&["delete", "-f", &format!("idle{i}")]).output();
     }
@@ -333,6 +333,6 @@ fn bench_crun(rootfs: &Path, a: &BenchArgs) -> anyhow::Result<CrunResults> {
         run: Series(run),
         run20: Series(run20),
         exec: Series(exec),
-        mem_mib: before.saturating_sub(after) as f64 / 1024.0 / a.idle as f64,
+        mem_mib: (after - before) as f64 / 1024.0 / a.idle as f64,
     })
 }
