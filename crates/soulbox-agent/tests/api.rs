@@ -73,6 +73,22 @@ impl Agent {
         )
     }
 
+    /// Opens a streaming call and returns its live body.
+    async fn open_stream(&self, method: &str, msg: &Value) -> hyper::body::Incoming {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let r = req("POST", method)
+            .header("x-access-token", TOKEN)
+            .header("content-type", "application/connect+json")
+            .body(Full::new(connect::encode_message(msg)))
+            .unwrap();
+        tx.send_request(r).await.unwrap().into_body()
+    }
+
     fn path(&self, name: &str) -> String {
         self.dir.path().join(name).to_string_lossy().into_owned()
     }
@@ -286,20 +302,7 @@ async fn background_process_list_connect_input_signal() {
     let mut c = a.client().await;
     // A background `cat` with stdin, tagged.
     let body = json!({"process": {"cmd": "/bin/cat"}, "stdin": true, "tag": "my-cat"});
-    let (status, _, _) = (0, (), ());
-    let _ = status;
-    let stream_req = req("POST", "/process.Process/Start")
-        .header("x-access-token", TOKEN)
-        .header("content-type", "application/connect+json")
-        .body(Full::new(connect::encode_message(&body)))
-        .unwrap();
-    let stream = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut resp = tx.send_request(stream_req).await.unwrap().into_body();
+    let mut resp = a.open_stream("/process.Process/Start", &body).await;
     let (mut d, mut events) = (connect::Decoder::new(1 << 20), vec![]);
     read_stream_until(&mut resp, &mut d, &mut events, |e| !e.is_empty()).await;
     let pid = events[0]["event"]["start"]["pid"].as_u64().unwrap();
@@ -319,20 +322,12 @@ async fn background_process_list_connect_input_signal() {
 
     // Input goes to stdin and comes back on the Start stream and a second Connect stream.
     let (mut d2, mut ev2) = (connect::Decoder::new(1 << 20), vec![]);
-    let stream = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
-    let (mut tx2, conn2) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn2);
-    let creq = req("POST", "/process.Process/Connect")
-        .header("x-access-token", TOKEN)
-        .header("content-type", "application/connect+json")
-        .body(Full::new(connect::encode_message(
+    let mut cresp = a
+        .open_stream(
+            "/process.Process/Connect",
             &json!({"process": {"pid": pid}}),
-        )))
-        .unwrap();
-    let mut cresp = tx2.send_request(creq).await.unwrap().into_body();
+        )
+        .await;
     read_stream_until(&mut cresp, &mut d2, &mut ev2, |e| !e.is_empty()).await;
     assert_eq!(ev2[0]["event"]["start"]["pid"], pid);
 
@@ -441,21 +436,8 @@ async fn signals_and_deadlines_kill() {
 #[tokio::test]
 async fn pty_takes_input_and_resizes() {
     let a = agent().await;
-    let c = a.client().await;
-    drop(c);
     let body = json!({"process": {"cmd": "/bin/bash", "args": ["--norc", "-i"], "envs": {"TERM": "xterm", "PS1": "$ "}}, "pty": {"size": {"cols": 80, "rows": 24}}});
-    let stream = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let r = req("POST", "/process.Process/Start")
-        .header("x-access-token", TOKEN)
-        .header("content-type", "application/connect+json")
-        .body(Full::new(connect::encode_message(&body)))
-        .unwrap();
-    let mut resp = tx.send_request(r).await.unwrap().into_body();
+    let mut resp = a.open_stream("/process.Process/Start", &body).await;
     let (mut d, mut ev) = (connect::Decoder::new(1 << 20), vec![]);
     read_stream_until(&mut resp, &mut d, &mut ev, |e| !e.is_empty()).await;
     let pid = ev[0]["event"]["start"]["pid"].as_u64().unwrap();
@@ -854,20 +836,12 @@ async fn watchers_polled_and_streamed() {
     );
 
     // Streaming watch: start event, then the change, with its entry when asked.
-    let stream = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let r = req("POST", "/filesystem.Filesystem/WatchDir")
-        .header("x-access-token", TOKEN)
-        .header("content-type", "application/connect+json")
-        .body(Full::new(connect::encode_message(
+    let mut body = a
+        .open_stream(
+            "/filesystem.Filesystem/WatchDir",
             &json!({"path": dir, "includeEntry": true}),
-        )))
-        .unwrap();
-    let mut body = tx.send_request(r).await.unwrap().into_body();
+        )
+        .await;
     let (mut d, mut ev) = (connect::Decoder::new(1 << 20), vec![]);
     read_stream_until(&mut body, &mut d, &mut ev, |e| !e.is_empty()).await;
     assert!(ev[0]["event"].get("start").is_some(), "{ev:?}");

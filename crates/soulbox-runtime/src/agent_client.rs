@@ -173,7 +173,10 @@ impl AgentClient {
         let mut d = connect::Decoder::new(usize::MAX);
         d.push(resp.body());
         let mut out = vec![];
-        while let Some(env) = d.next_envelope().map_err(|e| ClientError::Protocol(e.to_string()))? {
+        while let Some(env) = d
+            .next_envelope()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
             let v: serde_json::Value = serde_json::from_slice(&env.payload)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             if env.flags & connect::FLAG_END_STREAM != 0 {

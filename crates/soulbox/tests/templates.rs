@@ -8,17 +8,35 @@ use soulbox_runtime::{Backend, Limits, SandboxSpec};
 
 async fn check(template: &str, script: &str) -> String {
     let b = backend();
-    b.templates().ensure(template, &mut |line| {
-        if line.starts_with("I: ") {
-            eprintln!("[{template}] {line}");
-        }
-    })
-    .expect("template builds");
-    let sb = b.create(SandboxSpec { template: template.into(), limits: Limits::default(), ..Default::default() }).await.unwrap();
-    let out = AgentClient::connect(&sb.socket, None).await.unwrap().sh(script, None).await;
+    b.templates()
+        .ensure(template, &mut |line| {
+            if line.starts_with("I: ") {
+                eprintln!("[{template}] {line}");
+            }
+        })
+        .expect("template builds");
+    let sb = b
+        .create(SandboxSpec {
+            template: template.into(),
+            limits: Limits::default(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let out = AgentClient::connect(&sb.socket, None)
+        .await
+        .unwrap()
+        .sh(script, None)
+        .await;
     b.kill(&sb.id).await.unwrap();
     let out = out.unwrap();
-    assert_eq!(out.exit_code, 0, "{template}: {}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{template}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
@@ -28,10 +46,24 @@ async fn base_and_code_interpreter_follow_e2b_conventions() {
     for t in ["base", "code-interpreter"] {
         let out = check(t, conventions).await;
         let l: Vec<_> = out.lines().collect();
-        assert_eq!(&l[..4], &["user", "1000", "/home/user", "/home/user"], "{t}: {out}");
-        assert!(out.contains("GNU bash") && out.contains("Python 3") && out.contains("git version") && out.contains("curl "), "{t}: {out}");
+        assert_eq!(
+            &l[..4],
+            &["user", "1000", "/home/user", "/home/user"],
+            "{t}: {out}"
+        );
+        assert!(
+            out.contains("GNU bash")
+                && out.contains("Python 3")
+                && out.contains("git version")
+                && out.contains("curl "),
+            "{t}: {out}"
+        );
         assert!(out.trim_end().ends_with("root-ok"), "{t}: {out}");
     }
-    let out = check("code-interpreter", "python3 -c 'import ipykernel, numpy, pandas, matplotlib; print(\"imports-ok\")'").await;
+    let out = check(
+        "code-interpreter",
+        "python3 -c 'import ipykernel, numpy, pandas, matplotlib; print(\"imports-ok\")'",
+    )
+    .await;
     assert_eq!(out.trim(), "imports-ok");
 }

@@ -183,7 +183,10 @@ pub async fn stream_input(agent: Agent, body: Body) -> Response<Body> {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| invalid(format!("reading request: {e}")))?;
             decoder.push(&chunk);
-            while let Some(env) = decoder.next_envelope().map_err(|e| invalid(e.to_string()))? {
+            while let Some(env) = decoder
+                .next_envelope()
+                .map_err(|e| invalid(e.to_string()))?
+            {
                 if env.flags & connect::FLAG_END_STREAM != 0 {
                     continue;
                 }

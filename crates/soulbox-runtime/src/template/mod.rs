@@ -154,28 +154,19 @@ fn run_streaming(
             format!("cannot run mmdebstrap ({e}); install it with `apt-get install mmdebstrap`")
         })?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let forward = |r: Box<dyn std::io::Read + Send>, tx: std::sync::mpsc::Sender<String>| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        })
+    };
     let mut readers = vec![];
     if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            BufReader::new(out)
-                .lines()
-                .map_while(|l| l.ok())
-                .for_each(|l| {
-                    let _ = tx.send(l);
-                })
-        }));
+        readers.push(forward(Box::new(out), tx.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            BufReader::new(err)
-                .lines()
-                .map_while(|l| l.ok())
-                .for_each(|l| {
-                    let _ = tx.send(l);
-                })
-        }));
+        readers.push(forward(Box::new(err), tx.clone()));
     }
     drop(tx);
     let mut tail = std::collections::VecDeque::new();

@@ -55,7 +55,11 @@ fn mem_used_kib() -> i64 {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let get = |k: &str| -> i64 {
         info.lines()
-            .find_map(|l| l.strip_prefix(k).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+            })
             .unwrap_or(0)
     };
     get("MemTotal:") - get("MemFree:") - get("Buffers:") - get("Cached:") - get("SReclaimable:")
