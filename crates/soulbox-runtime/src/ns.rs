@@ -36,6 +36,9 @@ pub enum WritableLayer {
     Tmpfs,
 }
 
+/// Host uid/gid that sandbox root maps to by default; 65536 ids from here are sandboxes'.
+pub const DEFAULT_ID_BASE: u32 = 100_000;
+
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub data_dir: PathBuf,
@@ -56,7 +59,7 @@ impl RuntimeConfig {
             data_dir,
             agent,
             launcher,
-            id_base: 100_000,
+            id_base: DEFAULT_ID_BASE,
             writable_layer: WritableLayer::Ext4,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             seccomp: true,

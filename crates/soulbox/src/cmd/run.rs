@@ -33,6 +33,10 @@ pub struct RunArgs {
 
 pub async fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
+    // Built on first use, with progress.
+    if backend.templates().get(&a.template).is_err() {
+        super::template::build_one(backend.templates(), &a.template, false)?;
+    }
     let limits = Limits {
         memory_bytes: a.memory << 20,
         cpu_millis: (a.cpus * 1000.0) as u64,

@@ -20,7 +20,7 @@ pub enum TemplateCmd {
 }
 
 pub fn run(ctx: &Context, cmd: TemplateCmd) -> anyhow::Result<()> {
-    let store = TemplateStore::new(&ctx.data_dir, 100_000);
+    let store = TemplateStore::new(&ctx.data_dir, soulbox_runtime::ns::DEFAULT_ID_BASE);
     match cmd {
         TemplateCmd::List => {
             println!("{:<18} {:<8} DESCRIPTION", "NAME", "BUILT");
@@ -53,7 +53,7 @@ pub fn run(ctx: &Context, cmd: TemplateCmd) -> anyhow::Result<()> {
 pub fn build_one(store: &TemplateStore, name: &str, force: bool) -> anyhow::Result<()> {
     if !force {
         if let Ok(t) = store.get(name) {
-            println!("template {} is up to date ({})", t.name, t.hash);
+            eprintln!("template {} is up to date ({})", t.name, t.hash);
             return Ok(());
         }
     }
