@@ -488,6 +488,16 @@ impl NsBackend {
         self.sandboxes.lock().ok()?.get(id).map(|e| e.info.clone())
     }
 
+    /// Kills every sandbox and removes the network slots and the firewall table: for one-shot
+    /// commands (a long-running runtime keeps its pool, and the next start clears it anyway).
+    pub async fn shutdown(self: &Arc<Self>) {
+        for s in self.list() {
+            let _ = self.kill(&s.id).await;
+        }
+        let me = Arc::clone(self);
+        let _ = tokio::task::spawn_blocking(move || me.net.cleanup_stale()).await;
+    }
+
     /// Default limits, for callers that do not set their own.
     pub fn default_limits() -> Limits {
         Limits::default()

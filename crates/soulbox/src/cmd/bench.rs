@@ -193,6 +193,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<()> {
     let sb_mem = (after - before) as f64 / 1024.0 / a.idle as f64;
     let sb_charged = charged as f64 / (1 << 20) as f64 / a.idle as f64;
 
+    backend.shutdown().await;
     let crun_results = if crun {
         Some(bench_crun(&rootfs, &a).context("crun comparison")?)
     } else {

@@ -34,7 +34,9 @@ pub struct RunArgs {
 pub async fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
     // Built on first use, with progress.
-    if backend.templates().get(&a.template).is_err() {
+    if let Err(soulbox_runtime::template::TemplateError::NotBuilt(_)) =
+        backend.templates().get(&a.template)
+    {
         super::template::build_one(backend.templates(), &a.template, false)?;
     }
     let limits = Limits {
@@ -56,6 +58,7 @@ pub async fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
     }
     .await;
     backend.kill(&sb.id).await?;
+    backend.shutdown().await;
     let out = result?;
     std::io::stdout().write_all(&out.stdout)?;
     std::io::stderr().write_all(&out.stderr)?;
