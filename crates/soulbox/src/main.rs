@@ -37,6 +37,11 @@ enum Layer {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the E2B-compatible API and the sandbox proxy.
+    Serve(cmd::serve::ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(cmd::serve::KeysCmd),
     /// Check that this host can run SoulBox, and say how to fix what is missing.
     Doctor,
     /// Build and list templates.
@@ -80,6 +85,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         writable_layer: layer,
     };
     match cli.command {
+        Command::Serve(a) => cmd::serve::serve(&ctx, a).await,
+        Command::Keys(c) => cmd::serve::keys(&ctx, c).await,
         Command::Doctor => cmd::doctor::run(&ctx),
         Command::Template(c) => cmd::template::run(&ctx, c),
         Command::Run(a) => cmd::run::run(&ctx, a).await,

@@ -1,0 +1,506 @@
+//! The E2B-compatible REST API (spec §2): sandboxes' lifecycle, listing, metrics.
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::SandboxRecord;
+use crate::AppState;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use soulbox_runtime::{Backend, Limits, SandboxSpec};
+use std::collections::{BTreeMap, HashMap};
+
+const CLIENT_ID: &str = "6532622b";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/sandboxes", post(create_v1).get(list_v1))
+        .route("/v2/sandboxes", post(create_v2).get(list_v2))
+        .route("/sandboxes/{id}", get(info).delete(kill))
+        .route("/sandboxes/{id}/connect", post(connect))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/refreshes", post(refresh))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/metrics", get(metrics))
+}
+
+/// The team of the request's `X-API-KEY`.
+pub struct Team(pub String);
+
+impl FromRequestParts<AppState> for Team {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "missing X-API-KEY header: set E2B_API_KEY to a SoulBox API key".into(),
+                )
+            })?;
+        match state.store.team_of_key(key).await? {
+            Some(team) => Ok(Team(team)),
+            None => Err(ApiError::Unauthorized("invalid API key".into())),
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewSandbox {
+    #[serde(rename = "templateID")]
+    template_id: Option<String>,
+    timeout: Option<i64>,
+    auto_pause: Option<bool>,
+    #[serde(rename = "allow_internet_access")]
+    allow_internet_access: Option<bool>,
+    metadata: Option<BTreeMap<String, String>>,
+    env_vars: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TimeoutBody {
+    timeout: Option<i64>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Largest timeout accepted (E2B Pro's limit: 24 hours).
+const MAX_TIMEOUT_S: i64 = 24 * 3600;
+
+fn check_timeout(t: i64) -> ApiResult<i64> {
+    if !(0..=MAX_TIMEOUT_S).contains(&t) {
+        return Err(ApiError::BadRequest(format!(
+            "timeout must be between 0 and {MAX_TIMEOUT_S} seconds"
+        )));
+    }
+    Ok(t)
+}
+
+async fn create_v1(
+    state: State<AppState>,
+    team: Team,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    create(state, team, &body, 15).await
+}
+
+async fn create_v2(
+    state: State<AppState>,
+    team: Team,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    create(state, team, &body, 300).await
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Team(team): Team,
+    body: &[u8],
+    default_timeout: i64,
+) -> ApiResult<Response> {
+    let req: NewSandbox = parse(body)?;
+    let alias = req
+        .template_id
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("templateID is required".into()))?;
+    let template = soulbox_runtime::template::recipe::resolve_alias(&alias).to_string();
+    let timeout = check_timeout(req.timeout.unwrap_or(default_timeout))?;
+    let limits = Limits::default();
+    let token = soulbox_runtime::ns::new_token();
+    let env_vars = req.env_vars.unwrap_or_default();
+    let internet = req.allow_internet_access.unwrap_or(true);
+    let spec = SandboxSpec {
+        template: template.clone(),
+        limits,
+        internet,
+        env_vars: env_vars.clone(),
+        access_token: Some(token.clone()),
+    };
+    let info = st.backend.create(spec).await?;
+    let started = now_ms();
+    let rec = SandboxRecord {
+        id: info.id.clone(),
+        team_id: team,
+        template,
+        alias,
+        state: "running".into(),
+        metadata: req.metadata.unwrap_or_default(),
+        env_vars,
+        access_token: token,
+        internet,
+        cpu_millis: limits.cpu_millis as i64,
+        memory_mb: (limits.memory_bytes >> 20) as i64,
+        disk_mb: (limits.disk_bytes >> 20) as i64,
+        started_at: rfc3339_ms(started),
+        end_at_ms: started + timeout * 1000,
+        auto_pause: req.auto_pause.unwrap_or(false),
+        pid: Some(info.pid as i64),
+    };
+    if let Err(e) = st.store.insert_sandbox(&rec).await {
+        let _ = st.backend.kill(&info.id).await;
+        return Err(e.into());
+    }
+    tracing::info!(sandbox_id = %rec.id, template = %rec.template, "sandbox created");
+    Ok((StatusCode::CREATED, Json(sandbox_json(&st, &rec))).into_response())
+}
+
+/// The `Sandbox` shape returned by create and connect.
+fn sandbox_json(st: &AppState, r: &SandboxRecord) -> Value {
+    json!({
+        "sandboxID": r.id,
+        "templateID": r.template,
+        "clientID": CLIENT_ID,
+        "envdVersion": soulbox_protocol::ENVD_VERSION,
+        "envdAccessToken": r.access_token,
+        "trafficAccessToken": null,
+        "domain": st.cfg.domain,
+        "alias": r.alias,
+    })
+}
+
+fn listed_json(r: &SandboxRecord) -> Value {
+    json!({
+        "sandboxID": r.id,
+        "templateID": r.template,
+        "alias": r.alias,
+        "clientID": CLIENT_ID,
+        "startedAt": r.started_at,
+        "endAt": rfc3339_ms(r.end_at_ms),
+        "cpuCount": (r.cpu_millis + 999) / 1000,
+        "memoryMB": r.memory_mb,
+        "diskSizeMB": r.disk_mb,
+        "state": r.state,
+        "envdVersion": soulbox_protocol::ENVD_VERSION,
+        "metadata": r.metadata,
+    })
+}
+
+async fn find(st: &AppState, team: &str, id: &str) -> ApiResult<SandboxRecord> {
+    st.store
+        .sandbox(team, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("sandbox {id} not found")))
+}
+
+async fn info(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let r = find(&st, &team, &id).await?;
+    let mut v = listed_json(&r);
+    v["envdAccessToken"] = json!(r.access_token);
+    v["allowInternetAccess"] = json!(r.internet);
+    v["domain"] = json!(st.cfg.domain);
+    v["lifecycle"] =
+        json!({"autoResume": false, "onTimeout": if r.auto_pause { "pause" } else { "kill" }});
+    Ok(Json(v))
+}
+
+async fn kill(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let r = find(&st, &team, &id).await?;
+    st.kill(&r.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_timeout(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let req: TimeoutBody = parse(&body)?;
+    let t = check_timeout(
+        req.timeout
+            .ok_or_else(|| ApiError::BadRequest("timeout is required".into()))?,
+    )?;
+    let r = find(&st, &team, &id).await?;
+    st.store.set_end(&r.id, now_ms() + t * 1000).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RefreshBody {
+    duration: Option<i64>,
+}
+
+async fn refresh(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let req: RefreshBody = parse(&body)?;
+    let r = find(&st, &team, &id).await?;
+    let end = now_ms() + check_timeout(req.duration.unwrap_or(0))? * 1000;
+    st.store.set_end(&r.id, end.max(r.end_at_ms)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Connect: a running sandbox answers 200 (its end time only ever extended); a paused one is
+/// resumed and answers 201.
+async fn connect(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: TimeoutBody = parse(&body)?;
+    let t = check_timeout(req.timeout.unwrap_or(300))?;
+    let r = find(&st, &team, &id).await?;
+    let end = now_ms() + t * 1000;
+    let status = if r.state == "paused" {
+        st.backend.resume(&r.id).await?;
+        st.store.set_state(&r.id, "running").await?;
+        st.store.set_end(&r.id, end).await?;
+        StatusCode::CREATED
+    } else {
+        st.store.set_end(&r.id, end.max(r.end_at_ms)).await?;
+        StatusCode::OK
+    };
+    let r = find(&st, &team, &id).await?;
+    Ok((status, Json(sandbox_json(&st, &r))).into_response())
+}
+
+async fn resume(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: TimeoutBody = parse(&body)?;
+    let r = find(&st, &team, &id).await?;
+    if r.state != "paused" {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {id} is already running"
+        )));
+    }
+    st.backend.resume(&r.id).await?;
+    st.store.set_state(&r.id, "running").await?;
+    st.store
+        .set_end(
+            &r.id,
+            now_ms() + check_timeout(req.timeout.unwrap_or(15))? * 1000,
+        )
+        .await?;
+    let r = find(&st, &team, &id).await?;
+    Ok((StatusCode::CREATED, Json(sandbox_json(&st, &r))).into_response())
+}
+
+async fn pause(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let r = find(&st, &team, &id).await?;
+    if r.state == "paused" {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {id} is already paused"
+        )));
+    }
+    st.backend.pause(&r.id).await?;
+    st.store.set_state(&r.id, "paused").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn metrics(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let r = find(&st, &team, &id).await?;
+    let s = st.backend.stats(&r.id)?;
+    let now = chrono::Utc::now();
+    let cpus = ((r.cpu_millis + 999) / 1000).max(1);
+    // Average use since start: the figure a single sample can honestly give.
+    let elapsed_ns = (now_ms()
+        - chrono::DateTime::parse_from_rfc3339(&r.started_at)
+            .map(|d| d.timestamp_millis())
+            .unwrap_or(now_ms()))
+    .max(1) as f64
+        * 1e6;
+    let cpu_pct = (s.cgroup.cpu_usage_ns as f64 / elapsed_ns / cpus as f64 * 100.0).min(100.0);
+    Ok(Json(json!([{
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "timestampUnix": now.timestamp(),
+        "cpuCount": cpus,
+        "cpuUsedPct": cpu_pct,
+        "memUsed": s.cgroup.memory_bytes,
+        "memTotal": s.cgroup.memory_limit,
+        "memCache": s.cgroup.memory_cache,
+        "diskUsed": s.disk_used,
+        "diskTotal": s.disk_total,
+    }])))
+}
+
+async fn list_v1(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let filter = metadata_filter(q.get("metadata"))?;
+    let all = st.store.live_sandboxes(Some(&team)).await?;
+    Ok(Json(Value::Array(
+        all.iter()
+            .filter(|r| r.state == "running" && matches_metadata(r, &filter))
+            .map(listed_json)
+            .collect(),
+    )))
+}
+
+/// `metadata` query: a query string inside a parameter (spec §2.4).
+fn metadata_filter(raw: Option<&String>) -> ApiResult<Vec<(String, String)>> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(vec![]);
+    };
+    let unescape = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let once = unescape(raw);
+    once.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let mut it = pair.split('=');
+            match (it.next(), it.next(), it.next()) {
+                (Some(k), Some(v), None) => Ok((unescape(k), unescape(v))),
+                _ => Err(ApiError::BadRequest(format!(
+                    "invalid metadata filter '{pair}'"
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn matches_metadata(r: &SandboxRecord, filter: &[(String, String)]) -> bool {
+    filter.iter().all(|(k, v)| r.metadata.get(k) == Some(v))
+}
+
+async fn list_v2(
+    State(st): State<AppState>,
+    Team(team): Team,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let states: Vec<String> = q
+        .get("state")
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for s in &states {
+        if s != "running" && s != "paused" {
+            return Err(ApiError::BadRequest(format!(
+                "invalid state '{s}' (running, paused)"
+            )));
+        }
+    }
+    let filter = metadata_filter(q.get("metadata"))?;
+    let limit: usize = match q.get("limit") {
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::BadRequest("limit must be 1..100".into()))?,
+        None => 100,
+    };
+    let offset: usize = match q.get("nextToken").filter(|t| !t.is_empty()) {
+        Some(t) => t
+            .strip_prefix("o")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::BadRequest("invalid nextToken".into()))?,
+        None => 0,
+    };
+    let mut all: Vec<SandboxRecord> = st
+        .store
+        .live_sandboxes(Some(&team))
+        .await?
+        .into_iter()
+        .filter(|r| states.is_empty() || states.contains(&r.state))
+        .filter(|r| matches_metadata(r, &filter))
+        .filter(|r| {
+            q.get("template")
+                .is_none_or(|t| &r.template == t || &r.alias == t)
+        })
+        .filter(|r| {
+            q.get("startedAfter").is_none_or(|a| {
+                chrono::DateTime::parse_from_rfc3339(a).is_ok_and(|a| {
+                    chrono::DateTime::parse_from_rfc3339(&r.started_at).is_ok_and(|s| s > a)
+                })
+            })
+        })
+        .collect();
+    all.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+    if q.get("order").map(|o| o.as_str()) != Some("asc") {
+        all.reverse();
+    }
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(listed_json)
+        .collect();
+    let mut headers = HeaderMap::new();
+    if offset + limit < all.len() {
+        if let Ok(v) = HeaderValue::from_str(&format!("o{}", offset + limit)) {
+            headers.insert("x-next-token", v);
+        }
+    }
+    Ok((headers, Json(Value::Array(page))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_filter_decodes_twice() {
+        // `{"user":"abc def","k&":"v="}` as the SDK sends it (after normal query decoding).
+        let f = metadata_filter(Some(&"user=abc%2520def&k%2526=v%253D".to_string())).unwrap();
+        assert_eq!(
+            f,
+            vec![
+                ("user".into(), "abc def".into()),
+                ("k&".into(), "v=".into())
+            ]
+        );
+        assert!(metadata_filter(Some(&"a%3Db%3Dc".to_string())).is_err());
+    }
+}

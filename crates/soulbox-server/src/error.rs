@@ -1,0 +1,77 @@
+//! Control-plane errors, answered with E2B's body `{"code": <status>, "message": …}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "code": status.as_u16(), "message": message });
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if matches!(self, ApiError::Internal(_)) {
+            tracing::error!("{self}");
+        }
+        json_error(self.status(), &self.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<soulbox_runtime::RuntimeError> for ApiError {
+    fn from(e: soulbox_runtime::RuntimeError) -> Self {
+        use soulbox_runtime::RuntimeError as R;
+        match e {
+            R::NotFound(id) => ApiError::NotFound(format!("sandbox {id} not found")),
+            R::InvalidSpec(m) => ApiError::BadRequest(m),
+            R::Template(t @ soulbox_runtime::template::TemplateError::Unknown(_)) => {
+                ApiError::NotFound(t.to_string())
+            }
+            R::Template(t @ soulbox_runtime::template::TemplateError::NotBuilt(_)) => {
+                ApiError::BadRequest(t.to_string())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,38 @@
+//! Sandboxes are killed (or paused, when asked) at their end time.
+
+use crate::AppState;
+use std::time::Duration;
+
+pub fn spawn(st: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let now = chrono::Utc::now().timestamp_millis();
+            let Ok(expired) = st.store.expired(now).await else {
+                continue;
+            };
+            for s in expired {
+                if s.state == "paused" {
+                    continue;
+                }
+                let result = if s.auto_pause {
+                    match soulbox_runtime::Backend::pause(&st.backend, &s.id).await {
+                        Ok(()) => st
+                            .store
+                            .set_state(&s.id, "paused")
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                } else {
+                    st.kill(&s.id).await.map_err(|e| e.to_string())
+                };
+                match result {
+                    Ok(()) => tracing::info!(sandbox_id = %s.id, "sandbox reached its end time"),
+                    Err(e) => tracing::warn!(sandbox_id = %s.id, "ending sandbox: {e}"),
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,117 @@
+//! `soulbox serve` and `soulbox keys`.
+
+use super::Context;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use soulbox_server::store::{new_key, Store};
+use std::net::SocketAddr;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (control plane and data plane share it).
+    #[arg(long, env = "SOULBOX_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Domain for `{port}-{id}.{domain}` sandbox hosts returned to SDKs (get_host).
+    #[arg(long, env = "SOULBOX_DOMAIN")]
+    domain: Option<String>,
+    /// Largest control-plane request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
+    /// Templates built before serving if missing (comma-separated; empty for none).
+    #[arg(
+        long,
+        env = "SOULBOX_TEMPLATES",
+        default_value = "base,code-interpreter",
+        value_delimiter = ','
+    )]
+    templates: Vec<String>,
+}
+
+pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
+    let backend = ctx.backend()?;
+    for t in a.templates.iter().filter(|t| !t.is_empty()) {
+        super::template::build_one(backend.templates(), t, false)?;
+    }
+    let store = Store::open(&ctx.data_dir)
+        .await
+        .context("opening the database")?;
+    let team = store.default_team().await?;
+    match std::env::var("SOULBOX_ADMIN_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        Some(k) => {
+            store
+                .add_key(&team, &k, "admin (SOULBOX_ADMIN_API_KEY)")
+                .await?;
+        }
+        None if store.key_count().await? == 0 => {
+            let k = new_key();
+            store.add_key(&team, &k, "first key").await?;
+            println!("Created the first API key (shown once, keep it):\n\n    {k}\n");
+        }
+        None => {}
+    }
+    let url = format!("http://{}", a.listen);
+    println!("SoulBox is serving on {url}\n  export E2B_API_URL={url} E2B_SANDBOX_URL={url} E2B_API_KEY=<your key>");
+    let cfg = soulbox_server::ServerConfig {
+        listen: a.listen,
+        domain: a.domain,
+        max_body: a.max_body,
+    };
+    tokio::select! {
+        r = soulbox_server::serve(cfg, store, backend.clone()) => r.with_context(|| format!("serving on {}", a.listen))?,
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Create an API key (printed once).
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by id or prefix.
+    Revoke { id: String },
+}
+
+pub async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
+    let store = Store::open(&ctx.data_dir)
+        .await
+        .context("opening the database")?;
+    match cmd {
+        KeysCmd::Create { name } => {
+            let team = store.default_team().await?;
+            let k = new_key();
+            store.add_key(&team, &k, &name).await?;
+            println!("{k}");
+        }
+        KeysCmd::List => {
+            println!(
+                "{:<18} {:<12} {:<24} {:<8} NAME",
+                "ID", "PREFIX", "CREATED", "STATE"
+            );
+            for k in store.keys().await? {
+                println!(
+                    "{:<18} {:<12} {:<24} {:<8} {}",
+                    k.id,
+                    k.prefix,
+                    k.created_at,
+                    if k.revoked { "revoked" } else { "active" },
+                    k.name
+                );
+            }
+        }
+        KeysCmd::Revoke { id } => {
+            if !store.revoke_key(&id).await? {
+                anyhow::bail!("no active key with id or prefix '{id}' (see `soulbox keys list`)");
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
