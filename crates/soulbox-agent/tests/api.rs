@@ -520,9 +520,9 @@ async fn stream_input_feeds_stdin() {
     };
     let mut body = Vec::new();
     for m in [
-        json!({"event": {"start": {"process": {"pid": pid}}}}),
-        json!({"event": {"data": {"input": {"stdin": base64_encode(b"streamed\n")}}}}),
-        json!({"event": {"keepalive": {}}}),
+        json!({"start": {"process": {"pid": pid}}}),
+        json!({"data": {"input": {"stdin": base64_encode(b"streamed\n")}}}),
+        json!({"keepalive": {}}),
     ] {
         body.extend_from_slice(&connect::encode_message(&m));
     }
@@ -844,19 +844,19 @@ async fn watchers_polled_and_streamed() {
         .await;
     let (mut d, mut ev) = (connect::Decoder::new(1 << 20), vec![]);
     read_stream_until(&mut body, &mut d, &mut ev, |e| !e.is_empty()).await;
-    assert!(ev[0]["event"].get("start").is_some(), "{ev:?}");
+    assert!(ev[0].get("start").is_some(), "{ev:?}");
     std::fs::write(format!("{dir}/streamed"), "y").unwrap();
     read_stream_until(&mut body, &mut d, &mut ev, |e| {
         e.iter()
-            .any(|m| m["event"]["filesystem"]["name"] == "streamed")
+            .any(|m| m["filesystem"]["name"] == "streamed")
     })
     .await;
     let fe = ev
         .iter()
-        .find(|m| m["event"]["filesystem"]["name"] == "streamed")
+        .find(|m| m["filesystem"]["name"] == "streamed")
         .unwrap();
-    assert_eq!(fe["event"]["filesystem"]["type"], "EVENT_TYPE_CREATE");
-    assert_eq!(fe["event"]["filesystem"]["entry"]["name"], "streamed");
+    assert_eq!(fe["filesystem"]["type"], "EVENT_TYPE_CREATE");
+    assert_eq!(fe["filesystem"]["entry"]["name"], "streamed");
 }
 
 #[tokio::test]

@@ -127,8 +127,10 @@ pub enum WatchEvent {
     Keepalive(crate::process::Empty),
 }
 
+/// The oneof sits on the message itself, so its JSON has no `event` key: `{"start":{}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchDirResponse {
+    #[serde(flatten)]
     pub event: WatchEvent,
 }
 
@@ -166,6 +168,17 @@ mod tests {
         assert!(v.get("symlinkTarget").is_none());
         let back: EntryInfo = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn watch_events_are_flat_oneofs() {
+        let s = serde_json::to_string(&WatchDirResponse {
+            event: WatchEvent::Start(Default::default()),
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"start":{}}"#);
+        let back: WatchDirResponse = serde_json::from_str(r#"{"keepalive":{}}"#).unwrap();
+        assert!(matches!(back.event, WatchEvent::Keepalive(_)));
     }
 
     #[test]

@@ -191,8 +191,10 @@ pub enum StreamInputEvent {
     Keepalive(Empty),
 }
 
+/// The oneof sits on the message itself: `{"start":{…}}`, `{"data":{…}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamInputRequest {
+    #[serde(flatten)]
     pub event: StreamInputEvent,
 }
 
@@ -262,7 +264,7 @@ mod tests {
             serde_json::from_str(r#"{"process":{"pid":42},"input":{"stdin":"YWJj"}}"#).unwrap();
         assert_eq!(r.input, Some(ProcessInput::Stdin(b"abc".to_vec())));
         let r: StreamInputRequest =
-            serde_json::from_str(r#"{"event":{"data":{"input":{"pty":"YQ=="}}}}"#).unwrap();
+            serde_json::from_str(r#"{"data":{"input":{"pty":"YQ=="}}}"#).unwrap();
         assert!(matches!(
             r.event,
             StreamInputEvent::Data {

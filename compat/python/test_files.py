@@ -1,0 +1,65 @@
+import urllib.request
+
+import pytest
+from e2b.exceptions import NotFoundException
+from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
+
+
+def test_write_read_list_exists_info(sbx):
+    info = sbx.files.write("/home/user/dir/a.txt", "alpha")
+    assert info.path == "/home/user/dir/a.txt"
+    assert sbx.files.read("/home/user/dir/a.txt") == "alpha"
+    assert sbx.files.read("/home/user/dir/a.txt", format="bytes") == b"alpha"
+    sbx.files.write_files([WriteEntry(path="/home/user/dir/b.txt", data="beta"), WriteEntry(path="/home/user/dir/c.bin", data=b"\x00\x01")])
+    names = sorted(e.name for e in sbx.files.list("/home/user/dir"))
+    assert names == ["a.txt", "b.txt", "c.bin"]
+    assert sbx.files.exists("/home/user/dir/b.txt")
+    assert not sbx.files.exists("/home/user/dir/zzz")
+    i = sbx.files.get_info("/home/user/dir/a.txt")
+    assert i.size == 5 and i.type == FileType.FILE and i.owner == "user"
+    with pytest.raises(NotFoundException):
+        sbx.files.read("/home/user/nope")
+
+
+def test_make_dir_rename_remove(sbx):
+    assert sbx.files.make_dir("/home/user/new/deep") is True
+    assert sbx.files.make_dir("/home/user/new/deep") is False
+    sbx.files.write("/home/user/new/f", "x")
+    moved = sbx.files.rename("/home/user/new/f", "/home/user/new/g")
+    assert moved.path == "/home/user/new/g"
+    sbx.files.remove("/home/user/new")
+    assert not sbx.files.exists("/home/user/new")
+    sbx.files.remove("/home/user/never-was")
+
+
+def test_watch(sbx):
+    sbx.files.make_dir("/home/user/w")
+    handle = sbx.files.watch_dir("/home/user/w")
+    sbx.files.write("/home/user/w/file.txt", "hi")
+    import time
+
+    events = []
+    for _ in range(50):
+        events += handle.get_new_events()
+        if any(e.name == "file.txt" for e in events):
+            break
+        time.sleep(0.1)
+    handle.stop()
+    assert any(e.name == "file.txt" for e in events)
+
+
+def test_signed_urls(sbx):
+    sbx.files.write("/home/user/dl.txt", "download me")
+    url = sbx.download_url("/home/user/dl.txt")
+    assert "signature=" in url
+    with urllib.request.urlopen(url) as r:
+        assert r.read() == b"download me"
+    up = sbx.upload_url("/home/user/up.txt")
+    req = urllib.request.Request(up, data=b"uploaded", method="POST", headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 200
+    assert sbx.files.read("/home/user/up.txt") == "uploaded"
+    expired = sbx.download_url("/home/user/dl.txt", use_signature_expiration=-10)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(expired)
+    assert e.value.code == 401

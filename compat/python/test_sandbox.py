@@ -1,0 +1,76 @@
+import time
+
+import pytest
+from e2b import Sandbox
+from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
+
+from conftest import TEMPLATE
+
+
+def test_create_info_metadata_env_and_kill():
+    s = Sandbox.create(TEMPLATE, metadata={"owner": "compat", "run": "1"}, envs={"GLOBAL_VAR": "g1"}, timeout=60)
+    try:
+        info = s.get_info()
+        assert info.sandbox_id == s.sandbox_id
+        assert info.metadata == {"owner": "compat", "run": "1"}
+        assert info.state.value == "running"
+        assert s.commands.run("echo $GLOBAL_VAR").stdout == "g1\n"
+        assert s.is_running()
+    finally:
+        assert s.kill() is True
+    assert not s.is_running()
+    assert Sandbox.kill(s.sandbox_id) is False
+
+
+def test_connect_and_list_with_filters():
+    a = Sandbox.create(TEMPLATE, metadata={"group": "list-a"}, timeout=60)
+    b = Sandbox.create(TEMPLATE, metadata={"group": "list-b"}, timeout=60)
+    try:
+        same = Sandbox.connect(a.sandbox_id)
+        assert same.commands.run("hostname").stdout.strip() == a.sandbox_id
+        from e2b import SandboxQuery
+
+        found = Sandbox.list(query=SandboxQuery(metadata={"group": "list-a"})).next_items()
+        assert [x.sandbox_id for x in found] == [a.sandbox_id]
+        ids = set()
+        pager = Sandbox.list(limit=1)
+        while pager.has_next:
+            ids.update(x.sandbox_id for x in pager.next_items())
+        assert {a.sandbox_id, b.sandbox_id} <= ids
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_timeout_kills_the_sandbox():
+    s = Sandbox.create(TEMPLATE, timeout=60)
+    s.set_timeout(2)
+    deadline = time.time() + 15
+    while time.time() < deadline and s.is_running():
+        time.sleep(0.25)
+    assert not s.is_running()
+    with pytest.raises(NotFoundException):
+        s.get_info()
+
+
+def test_pause_and_resume_by_connect(sbx):
+    sbx.files.write("/home/user/keep.txt", "kept")
+    assert sbx.pause() is True
+    assert sbx.get_info().state.value == "paused"
+    assert sbx.pause() is False  # already paused: 409
+    resumed = Sandbox.connect(sbx.sandbox_id)
+    assert resumed.get_info().state.value == "running"
+    assert resumed.files.read("/home/user/keep.txt") == "kept"
+
+
+def test_metrics(sbx):
+    sbx.commands.run("head -c 10000000 /dev/urandom > /tmp/blob")
+    m = sbx.get_metrics()
+    assert m and m[-1].mem_used > 0 and m[-1].disk_total > 0 and m[-1].cpu_count >= 1
+
+
+def test_bad_key_and_unknown_sandbox():
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(TEMPLATE, api_key="e2b_ffffffffffffffffffffffffffffffffffffffff")
+    with pytest.raises(NotFoundException):
+        Sandbox.connect("doesnotexist000000000")
