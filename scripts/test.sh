@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in mmdebstrap:mmdebstrap crun:crun nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs unshare:util-linux python3:python3; do
+for cmd in mmdebstrap:mmdebstrap crun:crun nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs unshare:util-linux python3:python3 curl:curl node:nodejs npm:npm; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq
@@ -20,3 +21,5 @@ cargo build --release --workspace --locked
 # Templates are cached by recipe hash; the first run builds tiny, base and code-interpreter.
 SOULBOX_DATA_DIR="$SOULBOX_TEST_DATA_DIR" ./target/x86_64-unknown-linux-gnu/release/soulbox template build tiny
 cargo test --release --workspace --locked
+# The official E2B SDKs (pinned) against a real `soulbox serve`.
+./compat/run.sh

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Compatibility scenarios: the official E2B SDKs, pinned and unmodified, against a real
+# `soulbox serve` on one URL (E2B_API_URL = E2B_SANDBOX_URL). Needs a release build and root.
+set -euo pipefail
+cd "$(dirname "$0")"
+bin=../target/x86_64-unknown-linux-gnu/release/soulbox
+data="${SOULBOX_TEST_DATA_DIR:-/var/lib/soulbox-test}"
+port="${SOULBOX_COMPAT_PORT:-3917}"
+key="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+for v in 2.63.0 2.50.0; do
+  [ -x ".venv-$v/bin/pytest" ] || python3 -m venv ".venv-$v"
+  ".venv-$v/bin/pip" install -q --disable-pip-version-check "e2b==$v" pytest
+done
+(cd js && npm ci --no-audit --no-fund --loglevel=error)
+
+SOULBOX_ADMIN_API_KEY="$key" SOULBOX_DATA_DIR="$data" "$bin" serve --listen "127.0.0.1:$port" --templates base >serve.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
+for _ in range(600):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=1)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.5)
+sys.exit("soulbox serve did not come up; see compat/serve.log")
+PY
+
+export SOULBOX_URL="http://127.0.0.1:$port" E2B_API_KEY="$key" SOULBOX_COMPAT_TEMPLATE=base
+for v in 2.63.0 2.50.0; do
+  echo "== Python e2b $v"
+  (cd python && "../.venv-$v/bin/python" -m pytest -q -p no:cacheprovider)
+done
+echo "== JS e2b 2.51.0"
+(cd js && node --test)
+
+# Every scenario cleaned up after itself: nothing is left running.
+left=$(curl -s -H "X-API-KEY: $key" "$SOULBOX_URL/v2/sandboxes" || echo "?")
+if [ "$left" != "[]" ]; then
+  echo "sandboxes left after the compatibility scenarios: $left"
+  exit 1
+fi
+echo "compatibility scenarios passed; no sandbox left"
