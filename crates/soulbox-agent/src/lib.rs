@@ -8,5 +8,6 @@ pub mod reaper;
 pub mod rpc;
 pub mod server;
 pub mod state;
+pub mod tunnel;
 pub mod users;
 pub mod watch;

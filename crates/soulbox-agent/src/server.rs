@@ -21,6 +21,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/envs", get(envs))
         .route("/init", post(init))
         .route("/metrics", get(metrics))
+        .route("/tunnel", get(crate::tunnel::open))
         .route("/{service}/{method}", post(dispatch))
         .layer(DefaultBodyLimit::max(rpc::MAX_MESSAGE))
         .merge(files)

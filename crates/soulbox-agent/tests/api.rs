@@ -847,8 +847,7 @@ async fn watchers_polled_and_streamed() {
     assert!(ev[0].get("start").is_some(), "{ev:?}");
     std::fs::write(format!("{dir}/streamed"), "y").unwrap();
     read_stream_until(&mut body, &mut d, &mut ev, |e| {
-        e.iter()
-            .any(|m| m["filesystem"]["name"] == "streamed")
+        e.iter().any(|m| m["filesystem"]["name"] == "streamed")
     })
     .await;
     let fe = ev

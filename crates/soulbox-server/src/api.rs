@@ -1,6 +1,6 @@
 //! The E2B-compatible REST API (spec §2): sandboxes' lifecycle, listing, metrics.
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Body};
 use crate::store::SandboxRecord;
 use crate::AppState;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -106,19 +106,11 @@ fn check_timeout(t: i64) -> ApiResult<i64> {
     Ok(t)
 }
 
-async fn create_v1(
-    state: State<AppState>,
-    team: Team,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
+async fn create_v1(state: State<AppState>, team: Team, Body(body): Body) -> ApiResult<Response> {
     create(state, team, &body, 15).await
 }
 
-async fn create_v2(
-    state: State<AppState>,
-    team: Team,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
+async fn create_v2(state: State<AppState>, team: Team, Body(body): Body) -> ApiResult<Response> {
     create(state, team, &body, 300).await
 }
 
@@ -241,7 +233,7 @@ async fn set_timeout(
     State(st): State<AppState>,
     Team(team): Team,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let req: TimeoutBody = parse(&body)?;
     let t = check_timeout(
@@ -262,7 +254,7 @@ async fn refresh(
     State(st): State<AppState>,
     Team(team): Team,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let req: RefreshBody = parse(&body)?;
     let r = find(&st, &team, &id).await?;
@@ -277,7 +269,7 @@ async fn connect(
     State(st): State<AppState>,
     Team(team): Team,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     let req: TimeoutBody = parse(&body)?;
     let t = check_timeout(req.timeout.unwrap_or(300))?;
@@ -300,7 +292,7 @@ async fn resume(
     State(st): State<AppState>,
     Team(team): Team,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     let req: TimeoutBody = parse(&body)?;
     let r = find(&st, &team, &id).await?;

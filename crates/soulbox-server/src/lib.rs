@@ -27,6 +27,19 @@ pub struct ServerConfig {
     pub domain: Option<String>,
     /// Largest control-plane request body, in bytes.
     pub max_body: usize,
+    /// How long a client may take to send a request's head.
+    pub header_read_timeout: std::time::Duration,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            domain: None,
+            max_body: 1 << 20,
+            header_read_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -47,8 +60,31 @@ impl AppState {
     }
 }
 
-/// Serves until the process is stopped.
+/// Binds `cfg.listen` and serves until the process is stopped.
 pub async fn serve(
+    cfg: ServerConfig,
+    store: store::Store,
+    backend: Arc<NsBackend>,
+) -> std::io::Result<()> {
+    serve_on(listen(cfg.listen)?, cfg, store, backend).await
+}
+
+/// Binds with a deep accept queue: a burst of connections (many SDK streams opened at once)
+/// must not overflow it, or clients wait out SYN retransmits.
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
     cfg: ServerConfig,
     store: store::Store,
     backend: Arc<NsBackend>,
@@ -76,9 +112,41 @@ pub async fn serve(
     let app = axum::Router::new()
         .fallback(dispatch)
         .with_state((state.clone(), control));
-    let listener = tokio::net::TcpListener::bind(state.cfg.listen).await?;
-    tracing::info!(addr = %state.cfg.listen, "listening");
-    axum::serve(listener, app).await
+    tracing::info!(addr = ?listener.local_addr(), "listening");
+    accept_loop(listener, app, state.cfg.header_read_timeout).await
+}
+
+/// Serves HTTP/1.1 connections (with upgrades, for tunnelled WebSockets) with a header-read
+/// timeout, which `axum::serve` does not offer.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
 }
 
 async fn dispatch(

@@ -131,28 +131,24 @@ pub async fn forward(st: &AppState, target: Target, mut req: Request<Body>) -> R
     let Ok(Some(rec)) = st.store.live_sandbox(&target.sandbox_id).await else {
         return not_found(&target.sandbox_id);
     };
-    if target.port != soulbox_protocol::ENVD_PORT {
-        // Tunnels to other ports inside the sandbox are not built yet.
-        return port_closed(&rec.id);
-    }
     if rec.state == "paused" {
         return json_error(StatusCode::BAD_GATEWAY, "The sandbox is paused");
     }
     let Some(info) = soulbox_runtime::Backend::get(&st.backend, &rec.id) else {
         return not_found(&rec.id);
     };
+    let agent_port =
+        target.port == soulbox_protocol::ENVD_PORT || target.port == soulbox_protocol::JUPYTER_PORT;
+    if !agent_port {
+        return tunnel(&info.socket, &rec.id, &rec.access_token, target.port, req).await;
+    }
     let stream = match tokio::net::UnixStream::connect(&info.socket).await {
         Ok(s) => s,
         Err(_) => return not_found(&rec.id),
     };
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
-            Ok(x) => x,
-            Err(_) => return not_found(&rec.id),
-        };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let Some(mut sender) = handshake(TokioIo::new(stream)).await else {
+        return not_found(&rec.id);
+    };
     for h in [
         "e2b-sandbox-id",
         "e2b-sandbox-port",
@@ -169,6 +165,77 @@ pub async fn forward(st: &AppState, target: Target, mut req: Request<Body>) -> R
             not_found(&rec.id)
         }
     }
+}
+
+async fn handshake(
+    stream: impl hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
+    let (sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(stream)
+        .await
+        .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Some(sender)
+}
+
+/// Reaches `127.0.0.1:port` inside the sandbox through the agent's tunnel, then forwards the
+/// request over it (HTTP/1.1); a WebSocket or other upgrade is bridged end to end.
+async fn tunnel(
+    socket: &std::path::Path,
+    id: &str,
+    token: &str,
+    port: u16,
+    mut req: Request<Body>,
+) -> Response {
+    use axum::http::header;
+    let Ok(stream) = tokio::net::UnixStream::connect(socket).await else {
+        return not_found(id);
+    };
+    let Some(mut agent) = handshake(TokioIo::new(stream)).await else {
+        return not_found(id);
+    };
+    let Ok(open) = Request::get(format!("/tunnel?port={port}"))
+        .header(header::HOST, "agent")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "soulbox-tunnel")
+        .header("x-access-token", token)
+        .body(Body::empty())
+    else {
+        return not_found(id);
+    };
+    let opened = match agent.send_request(open).await {
+        Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => r,
+        _ => return port_closed(id),
+    };
+    let Ok(pipe) = hyper::upgrade::on(opened).await else {
+        return port_closed(id);
+    };
+    let Some(mut server) = handshake(pipe).await else {
+        return port_closed(id);
+    };
+    for h in ["e2b-sandbox-id", "e2b-sandbox-port"] {
+        req.headers_mut().remove(h);
+    }
+    let wants_upgrade = req.headers().contains_key(header::UPGRADE);
+    let client_side = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut resp = match server.send_request(req).await {
+        Ok(r) => r,
+        Err(_) => return port_closed(id),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_side) = client_side {
+            let server_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(s)) = tokio::join!(client_side, server_side) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(s))
+                            .await;
+                }
+            });
+        }
+    }
+    resp.map(Body::new)
 }
 
 #[cfg(test)]

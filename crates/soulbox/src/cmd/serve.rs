@@ -55,9 +55,9 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
     let url = format!("http://{}", a.listen);
     println!("SoulBox is serving on {url}\n  export E2B_API_URL={url} E2B_SANDBOX_URL={url} E2B_API_KEY=<your key>");
     let cfg = soulbox_server::ServerConfig {
-        listen: a.listen,
         domain: a.domain,
         max_body: a.max_body,
+        ..soulbox_server::ServerConfig::new(a.listen)
     };
     tokio::select! {
         r = soulbox_server::serve(cfg, store, backend.clone()) => r.with_context(|| format!("serving on {}", a.listen))?,

@@ -1,0 +1,316 @@
+//! `soulbox serve` under bad input and load: clear answers, and the server stays healthy.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KEY: &str = "e2b_00000000000000000000000000000000000000aa";
+const OTHER_KEY: &str = "e2b_00000000000000000000000000000000000000bb";
+
+async fn server() -> SocketAddr {
+    static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
+    *ADDR
+        .get_or_init(|| async {
+            let backend = common::backend();
+            let dir = tempfile::tempdir().unwrap().keep();
+            let store = soulbox_server::store::Store::open(&dir).await.unwrap();
+            let team = store.default_team().await.unwrap();
+            store.add_key(&team, KEY, "test").await.unwrap();
+            let other = store.create_team("other").await.unwrap();
+            store.add_key(&other, OTHER_KEY, "other").await.unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            // The server gets its own runtime and thread: tests each run on their own runtime.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async move {
+                    let l = soulbox_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+                    let addr = l.local_addr().unwrap();
+                    let mut cfg = soulbox_server::ServerConfig::new(addr);
+                    cfg.max_body = 64 << 10;
+                    cfg.header_read_timeout = Duration::from_secs(1);
+                    tx.send(addr).unwrap();
+                    soulbox_server::serve_on(l, cfg, store, backend)
+                        .await
+                        .unwrap();
+                });
+            });
+            rx.recv().unwrap()
+        })
+        .await
+}
+
+/// One raw HTTP/1.1 exchange; returns (status, body).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    // Chunked bodies: take the JSON object or array inside.
+    let start = body.find(['{', '[']).unwrap_or(0);
+    let end = body.rfind(['}', ']']).map(|e| e + 1).unwrap_or(body.len());
+    serde_json::from_str(&body[start..end]).unwrap_or(serde_json::Value::Null)
+}
+
+async fn create(addr: SocketAddr) -> (String, String) {
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v2/sandboxes",
+        &[("X-API-KEY", KEY), ("Content-Type", "application/json")],
+        br#"{"templateID":"tiny","timeout":120}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let v = json(&body);
+    (
+        v["sandboxID"].as_str().unwrap().to_string(),
+        v["envdAccessToken"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn bad_requests_get_e2b_errors() {
+    let addr = server().await;
+    let key = [("X-API-KEY", KEY)];
+    let (status, body) = http(addr, "POST", "/v2/sandboxes", &key, b"{not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(json(&body)["code"], 400, "{body}");
+    let (status, body) = http(addr, "POST", "/v2/sandboxes", &key, br#"{"timeout": 10}"#).await;
+    assert_eq!(
+        (status, json(&body)["code"].as_i64()),
+        (400, Some(400)),
+        "templateID missing: {body}"
+    );
+    let (status, body) = http(addr, "POST", "/v2/sandboxes", &key, &vec![b' '; 100 << 10]).await;
+    assert_eq!(
+        (status, json(&body)["code"].as_i64()),
+        (413, Some(413)),
+        "{body}"
+    );
+    let (status, body) = http(addr, "GET", "/no/such/route", &key, b"").await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (404, Some(404)));
+    let (status, _) = http(addr, "GET", "/sandboxes/nosuchsandbox0000000", &key, b"").await;
+    assert_eq!(status, 404);
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/v2/sandboxes",
+        &[("X-API-KEY", "e2b_wrong")],
+        b"",
+    )
+    .await;
+    assert_eq!((status, json(&body)["code"].as_i64()), (401, Some(401)));
+    let (status, _) = http(addr, "GET", "/v2/sandboxes", &[], b"").await;
+    assert_eq!(status, 401);
+    // The data plane: unknown sandbox → E2B's 502.
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/health",
+        &[
+            ("E2b-Sandbox-Id", "nosuchsandbox0000000"),
+            ("E2b-Sandbox-Port", "49983"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert!(body.contains("was not found"), "{body}");
+    let (status, _) = http(addr, "GET", "/health", &[("E2b-Sandbox-Id", "x")], b"").await;
+    assert_eq!(status, 400, "a missing E2b-Sandbox-Port header");
+}
+
+#[tokio::test]
+async fn teams_do_not_see_each_other() {
+    let addr = server().await;
+    let (id, _) = create(addr).await;
+    let (status, _) = http(
+        addr,
+        "GET",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-KEY", OTHER_KEY)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = http(
+        addr,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-KEY", OTHER_KEY)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, body) = http(
+        addr,
+        "GET",
+        "/v2/sandboxes",
+        &[("X-API-KEY", OTHER_KEY)],
+        b"",
+    )
+    .await;
+    assert!(!body.contains(&id));
+    let (status, _) = http(
+        addr,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-KEY", KEY)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn idle_connections_are_dropped() {
+    let addr = server().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    // Sends nothing: the server closes it after the header timeout (1 s here).
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("server closed the idle connection");
+    assert!(matches!(n, Ok(_) | Err(_)));
+    let (status, _) = http(addr, "GET", "/health", &[], b"").await;
+    assert_eq!(status, 204);
+}
+
+fn start_frame(cmd: &str) -> Vec<u8> {
+    let msg =
+        serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-c", cmd]}, "stdin": false});
+    soulbox_protocol::connect::encode_message(&msg).to_vec()
+}
+
+/// Opens a Start stream through the proxy and reads up to the start event.
+async fn open_stream(addr: SocketAddr, id: &str, token: &str, cmd: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let body = start_frame(cmd);
+    let head = format!("POST /process.Process/Start HTTP/1.1\r\nHost: 127.0.0.1\r\nE2b-Sandbox-Id: {id}\r\nE2b-Sandbox-Port: 49983\r\nX-Access-Token: {token}\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\"start\"") {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("start event in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "stream closed early: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_leaves_the_process_running() {
+    let addr = server().await;
+    let (id, token) = create(addr).await;
+    let s = open_stream(addr, &id, &token, "sleep 60").await;
+    drop(s);
+    let list = http(
+        addr,
+        "POST",
+        "/process.Process/List",
+        &[
+            ("E2b-Sandbox-Id", &id),
+            ("E2b-Sandbox-Port", "49983"),
+            ("X-Access-Token", &token),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    )
+    .await;
+    assert!(list.1.contains("sleep 60"), "{list:?}");
+    let (status, _) = http(
+        addr,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-KEY", KEY)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn a_thousand_open_streams() {
+    let addr = server().await;
+    let mut sandboxes = vec![];
+    for _ in 0..10 {
+        sandboxes.push(create(addr).await);
+    }
+    let sandboxes = Arc::new(sandboxes);
+    let n: usize = std::env::var("SOULBOX_TEST_STREAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let started = std::time::Instant::now();
+    let mut tasks = vec![];
+    for i in 0..n {
+        let sbs = Arc::clone(&sandboxes);
+        tasks.push(tokio::spawn(async move {
+            let (id, token) = &sbs[i % sbs.len()];
+            open_stream(addr, id, token, "sleep 120").await
+        }));
+    }
+    let mut streams = vec![];
+    for t in tasks {
+        streams.push(t.await.unwrap());
+    }
+    assert_eq!(streams.len(), n);
+    eprintln!("{n} streams open after {:?}", started.elapsed());
+    // The server still answers, and a sandbox still runs commands.
+    let (status, _) = http(addr, "GET", "/health", &[], b"").await;
+    assert_eq!(status, 204);
+    let (id, token) = &sandboxes[0];
+    let mut s = open_stream(addr, id, token, "echo still-serving").await;
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
+    drop(streams);
+    for (id, _) in sandboxes.iter() {
+        let (status, _) = http(
+            addr,
+            "DELETE",
+            &format!("/sandboxes/{id}"),
+            &[("X-API-KEY", KEY)],
+            b"",
+        )
+        .await;
+        assert_eq!(status, 204);
+    }
+}
