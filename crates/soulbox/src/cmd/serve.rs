@@ -59,9 +59,23 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
         max_body: a.max_body,
         ..soulbox_server::ServerConfig::new(a.listen)
     };
+    let stop = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut t), Ok(mut i)) => tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} },
+            _ => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        r = soulbox_server::serve(cfg, store, backend.clone()) => r.with_context(|| format!("serving on {}", a.listen))?,
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+        r = soulbox_server::serve(cfg, store.clone(), backend.clone()) => r.with_context(|| format!("serving on {}", a.listen))?,
+        _ = stop => {
+            // Sandboxes do not outlive the server yet: end them cleanly and record it.
+            eprintln!("stopping: removing {} sandbox(es)", soulbox_runtime::Backend::list(&backend).len());
+            for s in soulbox_runtime::Backend::list(&backend) {
+                let _ = store.set_state(&s.id, "killed").await;
+            }
+            backend.shutdown().await;
+        }
     }
     Ok(())
 }
