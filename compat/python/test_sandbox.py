@@ -74,3 +74,18 @@ def test_bad_key_and_unknown_sandbox():
         Sandbox.create(TEMPLATE, api_key="e2b_ffffffffffffffffffffffffffffffffffffffff")
     with pytest.raises(NotFoundException):
         Sandbox.connect("doesnotexist000000000")
+
+
+def test_allow_internet_access_false_means_no_network():
+    s = Sandbox.create(TEMPLATE, allow_internet_access=False, timeout=60)
+    try:
+        ifaces = s.commands.run("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").stdout.split()
+        assert ifaces == ["lo"]
+    finally:
+        s.kill()
+    s = Sandbox.create(TEMPLATE, timeout=60)
+    try:
+        ifaces = s.commands.run("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").stdout.split()
+        assert sorted(ifaces) == ["eth0", "lo"]
+    finally:
+        s.kill()

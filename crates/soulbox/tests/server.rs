@@ -193,6 +193,41 @@ async fn teams_do_not_see_each_other() {
 }
 
 #[tokio::test]
+async fn the_envd_token_is_enforced_through_the_proxy() {
+    let addr = server().await;
+    let (id, token) = create(addr).await;
+    let route = [
+        ("E2b-Sandbox-Id", id.as_str()),
+        ("E2b-Sandbox-Port", "49983"),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, _) = http(addr, "POST", "/process.Process/List", &route, b"{}").await;
+    assert_eq!(status, 401, "no X-Access-Token");
+    let mut with_token = route.to_vec();
+    with_token.push(("X-Access-Token", token.as_str()));
+    let (status, _) = http(addr, "POST", "/process.Process/List", &with_token, b"{}").await;
+    assert_eq!(status, 200);
+    let mut wrong = route.to_vec();
+    wrong.push(("X-Access-Token", "not-the-token"));
+    let (status, _) = http(addr, "POST", "/process.Process/List", &wrong, b"{}").await;
+    assert_eq!(status, 401);
+    // /health needs no token (the SDK's is_running); /files needs a token or a signature.
+    let (status, _) = http(addr, "GET", "/health", &route, b"").await;
+    assert_eq!(status, 204);
+    let (status, _) = http(addr, "GET", "/files?path=/etc/hostname", &route, b"").await;
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        addr,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-KEY", KEY)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
 async fn idle_connections_are_dropped() {
     let addr = server().await;
     let mut s = TcpStream::connect(addr).await.unwrap();

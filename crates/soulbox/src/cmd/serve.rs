@@ -61,7 +61,10 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
     };
     let stop = async {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut t), Ok(mut i)) => tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} },
             _ => std::future::pending().await,
         }
