@@ -263,6 +263,14 @@ async fn refresh(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Thaws a paused sandbox and records it running until `end_ms`.
+async fn resume_sandbox(st: &AppState, id: &str, end_ms: i64) -> ApiResult<()> {
+    st.backend.resume(id).await?;
+    st.store.set_state(id, "running").await?;
+    st.store.set_end(id, end_ms).await?;
+    Ok(())
+}
+
 /// Connect: a running sandbox answers 200 (its end time only ever extended); a paused one is
 /// resumed and answers 201.
 async fn connect(
@@ -276,9 +284,7 @@ async fn connect(
     let r = find(&st, &team, &id).await?;
     let end = now_ms() + t * 1000;
     let status = if r.state == "paused" {
-        st.backend.resume(&r.id).await?;
-        st.store.set_state(&r.id, "running").await?;
-        st.store.set_end(&r.id, end).await?;
+        resume_sandbox(&st, &r.id, end).await?;
         StatusCode::CREATED
     } else {
         st.store.set_end(&r.id, end.max(r.end_at_ms)).await?;
@@ -301,14 +307,8 @@ async fn resume(
             "sandbox {id} is already running"
         )));
     }
-    st.backend.resume(&r.id).await?;
-    st.store.set_state(&r.id, "running").await?;
-    st.store
-        .set_end(
-            &r.id,
-            now_ms() + check_timeout(req.timeout.unwrap_or(15))? * 1000,
-        )
-        .await?;
+    let end = now_ms() + check_timeout(req.timeout.unwrap_or(15))? * 1000;
+    resume_sandbox(&st, &r.id, end).await?;
     let r = find(&st, &team, &id).await?;
     Ok((StatusCode::CREATED, Json(sandbox_json(&st, &r))).into_response())
 }

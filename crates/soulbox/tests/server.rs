@@ -228,6 +228,44 @@ async fn the_envd_token_is_enforced_through_the_proxy() {
 }
 
 #[tokio::test]
+async fn pause_resume_and_their_conflicts() {
+    let addr = server().await;
+    let (id, _) = create(addr).await;
+    let key = [("X-API-KEY", KEY)];
+    let (status, _) = http(
+        addr,
+        "POST",
+        &format!("/sandboxes/{id}/resume"),
+        &key,
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 409, "resuming a running sandbox");
+    let (status, _) = http(addr, "POST", &format!("/sandboxes/{id}/pause"), &key, b"{}").await;
+    assert_eq!(status, 204);
+    let (status, _) = http(addr, "POST", &format!("/sandboxes/{id}/pause"), &key, b"{}").await;
+    assert_eq!(status, 409, "pausing a paused sandbox");
+    let (_, body) = http(addr, "GET", &format!("/sandboxes/{id}"), &key, b"").await;
+    assert_eq!(json(&body)["state"], "paused");
+    let (_, body) = http(addr, "GET", "/v2/sandboxes?state=paused", &key, b"").await;
+    assert!(body.contains(&id), "{body}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        &format!("/sandboxes/{id}/resume"),
+        &key,
+        br#"{"timeout": 60}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json(&body)["sandboxID"], id.as_str());
+    let (_, body) = http(addr, "GET", &format!("/sandboxes/{id}"), &key, b"").await;
+    assert_eq!(json(&body)["state"], "running");
+    let (status, _) = http(addr, "DELETE", &format!("/sandboxes/{id}"), &key, b"").await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
 async fn idle_connections_are_dropped() {
     let addr = server().await;
     let mut s = TcpStream::connect(addr).await.unwrap();
