@@ -3,6 +3,7 @@
 pub mod files;
 pub mod fs;
 pub mod identity;
+pub mod interpreter;
 pub mod process;
 pub mod reaper;
 pub mod rpc;

@@ -89,6 +89,7 @@ async fn run(socket: PathBuf, init: InitSpec) -> Result<(), String> {
         .map_err(|e| format!("binding {}: {e}", socket.display()))?;
     let agent = Agent::new(init);
     let app = server::router(agent.clone());
+    soulbox_agent::interpreter::Contexts::prewarm(agent.clone());
     tokio::select! {
         r = axum::serve(listener, app) => r.map_err(|e| e.to_string()),
         _ = terminated() => {

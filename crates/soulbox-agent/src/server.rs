@@ -22,6 +22,19 @@ pub fn router(agent: Agent) -> Router {
         .route("/init", post(init))
         .route("/metrics", get(metrics))
         .route("/tunnel", get(crate::tunnel::open))
+        .route("/execute", post(crate::interpreter::execute))
+        .route(
+            "/contexts",
+            post(crate::interpreter::create_context).get(crate::interpreter::list_contexts),
+        )
+        .route(
+            "/contexts/{id}",
+            axum::routing::delete(crate::interpreter::delete_context),
+        )
+        .route(
+            "/contexts/{id}/restart",
+            post(crate::interpreter::restart_context),
+        )
         .route("/{service}/{method}", post(dispatch))
         .layer(DefaultBodyLimit::max(rpc::MAX_MESSAGE))
         .merge(files)
@@ -31,7 +44,9 @@ pub fn router(agent: Agent) -> Router {
 
 /// Every route but `/health` and `/files` (which may use signatures instead) needs the token.
 async fn require_token(State(agent): State<Agent>, req: Request, next: Next) -> Response<Body> {
-    let open = matches!(req.uri().path(), "/health" | "/files");
+    // `/contexts` carries no token from the SDKs (only `/execute` does), as with E2B's server.
+    let open = matches!(req.uri().path(), "/health" | "/files")
+        || req.uri().path().starts_with("/contexts");
     if open || rpc::check_token(&agent, req.headers()) {
         return next.run(req).await;
     }

@@ -15,6 +15,7 @@ pub struct Inner {
     pub init: RwLock<InitSpec>,
     pub processes: Arc<ProcessTable>,
     pub watchers: Watchers,
+    pub contexts: crate::interpreter::Contexts,
 }
 
 impl std::ops::Deref for Agent {
@@ -30,6 +31,7 @@ impl Agent {
             init: RwLock::new(init),
             processes: Arc::default(),
             watchers: Watchers::default(),
+            contexts: Default::default(),
         }))
     }
 

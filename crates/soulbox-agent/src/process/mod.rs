@@ -1,7 +1,7 @@
 //! Processes started through `process.Process/Start`: their table, output fan-out and exit.
 
 pub mod rpc;
-mod spawn;
+pub mod spawn;
 
 use soulbox_protocol::process::{DataEvent, EndEvent, ProcessConfig, ProcessEvent, ProcessInfo};
 use std::collections::HashMap;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
+
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,11 +38,8 @@ pub struct SpawnRequest {
 /// must subscribe before awaiting anything, so no output is missed.
 pub fn spawn(table: &Arc<ProcessTable>, req: SpawnRequest) -> io::Result<Arc<Proc>> {
     let mut cmd = Command::new(&req.config.cmd);
-    cmd.args(&req.config.args).env_clear().current_dir(&req.cwd);
-    cmd.env("PATH", DEFAULT_PATH)
-        .env("HOME", &req.user.home)
-        .env("USER", &req.user.name)
-        .env("LOGNAME", &req.user.name);
+    cmd.args(&req.config.args).current_dir(&req.cwd);
+    base_env(&mut cmd, &req.user);
     cmd.envs(&req.global_envs).envs(&req.config.envs);
 
     let pty = match req.pty {
@@ -71,38 +69,7 @@ pub fn spawn(table: &Arc<ProcessTable>, req: SpawnRequest) -> io::Result<Arc<Pro
         }
     };
 
-    let (uid, gid, groups, is_pty) = (
-        req.user.uid,
-        req.user.gid,
-        req.user.groups.clone(),
-        pty.is_some(),
-    );
-    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
-    // syscalls on memory prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if is_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Undo the agent's OOM protection: the sandbox's own processes are fair game.
-            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
-            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                || libc::setgid(gid) < 0
-                || libc::setuid(uid) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-
+    run_as(&mut cmd, &req.user, pty.is_some());
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let exit = reaper::watch(pid as i32);
@@ -162,7 +129,47 @@ pub fn spawn(table: &Arc<ProcessTable>, req: SpawnRequest) -> io::Result<Arc<Pro
     Ok(proc)
 }
 
-fn async_fd(fd: OwnedFd) -> io::Result<Fd> {
+/// Makes `cmd` start in its own session (and take its PTY as controlling terminal) as `user`,
+/// with the agent's OOM protection undone.
+pub fn run_as(cmd: &mut Command, user: &User, is_pty: bool) {
+    let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
+    // syscalls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if is_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Undo the agent's OOM protection: the sandbox's own processes are fair game.
+            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setgid(gid) < 0
+                || libc::setuid(uid) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The environment every process gets: PATH, the user's HOME/USER/LOGNAME, then `envs`.
+pub fn base_env(cmd: &mut Command, user: &User) {
+    cmd.env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .env("HOME", &user.home)
+        .env("USER", &user.name)
+        .env("LOGNAME", &user.name);
+}
+
+pub fn async_fd(fd: OwnedFd) -> io::Result<Fd> {
     let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;

@@ -1,0 +1,146 @@
+# SoulBox kernel bridge: runs inside the sandbox, one per code context. It starts a real Jupyter
+# kernel with jupyter_client (ZeroMQ messaging protocol) and speaks JSON lines with the agent:
+# requests on stdin ({"op": "execute" | "interrupt" | "restart" | "shutdown"}), and on stdout
+# the lines of E2B's /execute format ({"type": "stdout" | "stderr" | "result" | "error" |
+# "number_of_executions" | "end_of_execution"}), plus {"type": "ready"} after (re)starts.
+import datetime
+import json
+import queue
+import sys
+import threading
+
+from jupyter_client import KernelManager
+
+MIME = {
+    "text/plain": "text", "text/html": "html", "text/markdown": "markdown",
+    "image/svg+xml": "svg", "image/png": "png", "image/jpeg": "jpeg",
+    "application/pdf": "pdf", "text/latex": "latex", "application/json": "json",
+    "application/javascript": "javascript", "e2b/data": "data", "e2b/chart": "chart",
+}
+KERNELS = {"python": "python3"}
+
+_out = threading.Lock()
+
+
+def emit(obj):
+    with _out:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def result(data, main):
+    r = {"type": "result", "is_main_result": main}
+    extra = {}
+    for mime, value in data.items():
+        key = MIME.get(mime)
+        if key:
+            r[key] = value
+        else:
+            extra[mime] = value
+    text = r.get("text")
+    if isinstance(text, str) and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        r["text"] = text[1:-1]
+    if extra:
+        r["extra"] = extra
+    return r
+
+
+class Kernel:
+    def __init__(self, language, cwd):
+        self.km = KernelManager(kernel_name=KERNELS.get(language, language))
+        self.cwd = cwd
+        self.start()
+
+    def start(self):
+        self.km.start_kernel(cwd=self.cwd)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def restart(self):
+        self.kc.stop_channels()
+        self.km.restart_kernel(now=True)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def run(self, code, silent=False):
+        """Runs code, forwarding its output unless silent; returns when the kernel is idle."""
+        msg_id = self.kc.execute(code, silent=silent, store_history=not silent)
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                if not self.km.is_alive():
+                    if not silent:
+                        emit({"type": "error", "name": "UnexpectedEndOfExecution",
+                              "value": "the kernel died during the execution", "traceback": ""})
+                    return
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, c = msg["msg_type"], msg["content"]
+            if kind == "status" and c.get("execution_state") == "idle":
+                return
+            if silent:
+                continue
+            if kind == "stream":
+                emit({"type": "stdout" if c["name"] == "stdout" else "stderr", "text": c["text"], "timestamp": now()})
+            elif kind in ("execute_result", "display_data"):
+                emit(result(c.get("data", {}), kind == "execute_result"))
+            elif kind == "error":
+                emit({"type": "error", "name": c.get("ename", ""), "value": c.get("evalue", ""),
+                      "traceback": "\n".join(c.get("traceback", []))})
+            elif kind == "execute_input":
+                emit({"type": "number_of_executions", "execution_count": c.get("execution_count", 0)})
+
+    def execute(self, code, env):
+        if env:
+            self.run("import os as _e2b_os\n_e2b_saved = {k: _e2b_os.environ.get(k) for k in %r}\n_e2b_os.environ.update(%r)" % (list(env), env), silent=True)
+        try:
+            self.run(code)
+        finally:
+            if env and self.km.is_alive():
+                self.run("[_e2b_os.environ.pop(k, None) if v is None else _e2b_os.environ.__setitem__(k, v) for k, v in _e2b_saved.items()]", silent=True)
+            emit({"type": "end_of_execution"})
+
+
+def main():
+    language, cwd = sys.argv[1], sys.argv[2]
+    try:
+        kernel = Kernel(language, cwd)
+    except Exception as e:  # no such kernel, or it failed to start
+        emit({"type": "failed", "message": f"{type(e).__name__}: {e}"})
+        return
+    emit({"type": "ready"})
+    work = queue.Queue()
+
+    def read_requests():
+        for line in sys.stdin:
+            req = json.loads(line)
+            if req.get("op") == "interrupt":
+                kernel.km.interrupt_kernel()
+            else:
+                work.put(req)
+        work.put({"op": "shutdown"})
+
+    threading.Thread(target=read_requests, daemon=True).start()
+    while True:
+        req = work.get()
+        op = req.get("op")
+        if op == "execute":
+            kernel.execute(req.get("code", ""), req.get("env_vars") or {})
+        elif op == "restart":
+            kernel.restart()
+            emit({"type": "ready"})
+        elif op == "shutdown":
+            kernel.kc.stop_channels()
+            kernel.km.shutdown_kernel(now=True)
+            return
+
+
+main()

@@ -1,0 +1,433 @@
+//! The code interpreter (spec §4): `/execute` and `/contexts`, served on the routes the SDKs
+//! address as port 49999. Each context is a real Jupyter kernel, run by a small Python bridge
+//! (`bridge.py`, using jupyter_client over ZeroMQ) that streams E2B's line format back.
+
+use crate::process::spawn::{base_env, run_as};
+use crate::reaper;
+use crate::state::Agent;
+use crate::users::User;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, Response, StatusCode};
+use bytes::Bytes;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+const BRIDGE: &str = include_str!("bridge.py");
+/// How long a kernel may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// The official server sends a keepalive line after this long without output.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// A running kernel and the pipes to its bridge.
+struct Kernel {
+    id: String,
+    language: String,
+    cwd: String,
+    pid: u32,
+    requests: mpsc::UnboundedSender<String>,
+    /// Lines from the bridge; held by one execution at a time.
+    lines: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+}
+
+#[derive(Default)]
+pub struct Contexts {
+    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    /// Default context per language (the SDK's `run_code` without a context).
+    defaults: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Contexts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contexts").finish_non_exhaustive()
+    }
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(msg.into()))
+        .unwrap_or_default()
+}
+
+fn json(v: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(v.to_string()))
+        .unwrap_or_default()
+}
+
+/// `js` → `javascript`, `ts` → `typescript`, lower case; python by default.
+pub fn normalize(lang: Option<&str>) -> String {
+    match lang.map(|l| l.trim().to_lowercase()).as_deref() {
+        None | Some("") => "python".into(),
+        Some("js") => "javascript".into(),
+        Some("ts") => "typescript".into(),
+        Some(other) => other.into(),
+    }
+}
+
+/// Whether the sandbox has the Python Jupyter stack (the code-interpreter template has).
+pub fn available() -> bool {
+    ["/usr/local/lib", "/usr/lib"].iter().any(|base| {
+        std::fs::read_dir(base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let p = e.path();
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python3"))
+                    && (p.join("dist-packages/jupyter_client").is_dir()
+                        || p.join("site-packages/jupyter_client").is_dir())
+            })
+    })
+}
+
+impl Contexts {
+    /// Starts a kernel; returns once it answers.
+    async fn start(
+        &self,
+        agent: &Agent,
+        language: &str,
+        cwd: Option<&str>,
+    ) -> Result<Arc<Kernel>, String> {
+        let user = agent.user(None).map_err(|e| e.message)?;
+        let cwd = cwd
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| user.home.to_string_lossy().into_owned());
+        let (pid, requests, mut lines) =
+            spawn_bridge(&user, language, &cwd, &agent.init().env_vars)
+                .map_err(|e| format!("starting the {language} kernel: {e}"))?;
+        let first = tokio::time::timeout(START_TIMEOUT, lines.recv())
+            .await
+            .ok()
+            .flatten();
+        match first
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+        {
+            Some(Ok(v)) if v["type"] == "ready" => {}
+            Some(Ok(v)) if v["type"] == "failed" => {
+                return Err(format!(
+                    "no {language} kernel: {}",
+                    v["message"].as_str().unwrap_or_default()
+                ))
+            }
+            _ => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(-(pid as i32)),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(format!("the {language} kernel did not start"));
+            }
+        }
+        let id = uuid();
+        let k = Arc::new(Kernel {
+            id: id.clone(),
+            language: language.into(),
+            cwd,
+            pid,
+            requests,
+            lines: tokio::sync::Mutex::new(lines),
+        });
+        if let Ok(mut m) = self.kernels.lock() {
+            m.insert(id, Arc::clone(&k));
+        }
+        Ok(k)
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Kernel>> {
+        self.kernels.lock().ok()?.get(id).cloned()
+    }
+
+    /// The default context of a language, started if needed.
+    async fn default_for(&self, agent: &Agent, language: &str) -> Result<Arc<Kernel>, String> {
+        let mut d = self.defaults.lock().await;
+        if let Some(k) = d.get(language).and_then(|id| self.get(id)) {
+            return Ok(k);
+        }
+        let k = self.start(agent, language, None).await?;
+        d.insert(language.into(), k.id.clone());
+        Ok(k)
+    }
+
+    /// Starts the default Python context ahead of the first `run_code` (a warm kernel).
+    pub fn prewarm(agent: Agent) {
+        if !available() {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = agent.contexts.default_for(&agent, "python").await {
+                tracing::warn!("prewarming the python kernel: {e}");
+            }
+        });
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Kernel>> {
+        self.kernels.lock().ok()?.remove(id)
+    }
+}
+
+fn uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+type Bridge = (
+    u32,
+    mpsc::UnboundedSender<String>,
+    mpsc::UnboundedReceiver<String>,
+);
+
+/// Starts `python3 -c BRIDGE language cwd` as the user; returns its pid and line channels.
+fn spawn_bridge(
+    user: &User,
+    language: &str,
+    cwd: &str,
+    envs: &BTreeMap<String, String>,
+) -> std::io::Result<Bridge> {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-u", "-c", BRIDGE, language, cwd])
+        .current_dir(cwd);
+    base_env(&mut cmd, user);
+    cmd.envs(envs)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    run_as(&mut cmd, user, false);
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    let exit = reaper::watch(pid as i32);
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    drop(child);
+    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin.into())?;
+    let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout.into())?;
+    let (req_tx, mut req_rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(line) = req_rx.recv().await {
+            if stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let (line_tx, line_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if line_tx.send(l).is_err() {
+                break;
+            }
+        }
+        let _ = exit.await;
+    });
+    Ok((pid, req_tx, line_rx))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ExecuteRequest {
+    code: Option<String>,
+    context_id: Option<String>,
+    language: Option<String>,
+    env_vars: Option<BTreeMap<String, String>>,
+}
+
+pub async fn execute(State(agent): State<Agent>, body: Bytes) -> Response<Body> {
+    let req: ExecuteRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    let Some(code) = req.code else {
+        return text(StatusCode::BAD_REQUEST, "code is required");
+    };
+    if req.context_id.is_some() && req.language.is_some() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Only one of context_id or language can be provided",
+        );
+    }
+    let kernel = match &req.context_id {
+        Some(id) => match agent.contexts.get(id) {
+            Some(k) => k,
+            None => return text(StatusCode::NOT_FOUND, format!("Context {id} not found")),
+        },
+        None => match agent
+            .contexts
+            .default_for(&agent, &normalize(req.language.as_deref()))
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+    };
+    let op = serde_json::json!({"op": "execute", "code": code, "env_vars": req.env_vars.unwrap_or_default()});
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    tokio::spawn(async move {
+        // One execution at a time per context, as in a notebook.
+        let mut lines = kernel.lines.lock().await;
+        if kernel.requests.send(op.to_string()).is_err() {
+            let _ = tx
+                .send(Ok(Bytes::from(error_line("the kernel is not running"))))
+                .await;
+            return;
+        }
+        let mut client_gone = false;
+        loop {
+            let next = tokio::time::timeout(KEEPALIVE, lines.recv()).await;
+            let line = match next {
+                Err(_) => {
+                    if !client_gone
+                        && tx
+                            .send(Ok(Bytes::from("{\"type\": \"keepalive\"}\n")))
+                            .await
+                            .is_err()
+                    {
+                        client_gone = true;
+                        // The client went away: stop the code, keep the kernel and its state.
+                        let _ = kernel.requests.send("{\"op\": \"interrupt\"}".into());
+                    }
+                    continue;
+                }
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    let _ = tx
+                        .send(Ok(Bytes::from(error_line("the kernel died"))))
+                        .await;
+                    let _ = tx
+                        .send(Ok(Bytes::from("{\"type\": \"end_of_execution\"}\n")))
+                        .await;
+                    return;
+                }
+            };
+            let end = line.contains("\"end_of_execution\"");
+            if !client_gone && tx.send(Ok(Bytes::from(format!("{line}\n")))).await.is_err() {
+                client_gone = true;
+                let _ = kernel.requests.send("{\"op\": \"interrupt\"}".into());
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default()
+}
+
+fn error_line(msg: &str) -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({"type": "error", "name": "UnexpectedEndOfExecution", "value": msg, "traceback": ""})
+    )
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct CreateContext {
+    language: Option<String>,
+    cwd: Option<String>,
+}
+
+fn describe(k: &Kernel) -> serde_json::Value {
+    serde_json::json!({"id": k.id, "language": k.language, "cwd": k.cwd})
+}
+
+pub async fn create_context(State(agent): State<Agent>, body: Bytes) -> Response<Body> {
+    let req: CreateContext = if body.is_empty() {
+        CreateContext::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+        }
+    };
+    match agent
+        .contexts
+        .start(
+            &agent,
+            &normalize(req.language.as_deref()),
+            req.cwd.as_deref(),
+        )
+        .await
+    {
+        Ok(k) => json(describe(&k)),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+pub async fn list_contexts(State(agent): State<Agent>) -> Response<Body> {
+    let all: Vec<_> = agent
+        .contexts
+        .kernels
+        .lock()
+        .map(|m| m.values().map(|k| describe(k)).collect())
+        .unwrap_or_default();
+    json(serde_json::Value::Array(all))
+}
+
+pub async fn restart_context(State(agent): State<Agent>, Path(id): Path<String>) -> Response<Body> {
+    let Some(k) = agent.contexts.get(&id) else {
+        return text(StatusCode::NOT_FOUND, format!("Context {id} not found"));
+    };
+    let mut lines = k.lines.lock().await;
+    if k.requests.send("{\"op\": \"restart\"}".into()).is_err() {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the kernel is not running",
+        );
+    }
+    loop {
+        match tokio::time::timeout(START_TIMEOUT, lines.recv()).await {
+            Ok(Some(l)) if l.contains("\"ready\"") => return json(serde_json::json!({})),
+            Ok(Some(_)) => continue,
+            _ => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the kernel did not restart",
+                )
+            }
+        }
+    }
+}
+
+pub async fn delete_context(State(agent): State<Agent>, Path(id): Path<String>) -> Response<Body> {
+    let Some(k) = agent.contexts.remove(&id) else {
+        return text(StatusCode::NOT_FOUND, format!("Context {id} not found"));
+    };
+    let _ = k.requests.send("{\"op\": \"shutdown\"}".into());
+    let pgid = nix::unistd::Pid::from_raw(-(k.pid as i32));
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+    });
+    json(serde_json::json!({}))
+}
