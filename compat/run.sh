@@ -12,10 +12,12 @@ for v in 2.63.0 2.50.0; do
   [ -x ".venv-$v/bin/pytest" ] || python3 -m venv ".venv-$v"
   ".venv-$v/bin/pip" install -q --disable-pip-version-check "e2b==$v" pytest
 done
+[ -x .venv-interpreter/bin/pytest ] || python3 -m venv .venv-interpreter
+.venv-interpreter/bin/pip install -q --disable-pip-version-check "e2b-code-interpreter==2.11.5" pytest
 (cd js && npm ci --no-audit --no-fund --loglevel=error)
 
 start_server() {
-  SOULBOX_ADMIN_API_KEY="$key" SOULBOX_DATA_DIR="$data" "$bin" serve --listen "127.0.0.1:$port" --templates base >>serve.log 2>&1 &
+  SOULBOX_ADMIN_API_KEY="$key" SOULBOX_DATA_DIR="$data" "$bin" serve --listen "127.0.0.1:$port" --templates base,code-interpreter >>serve.log 2>&1 &
   server=$!
   python3 - "$port" <<'PY'
 import sys, time, urllib.request
@@ -40,7 +42,9 @@ for v in 2.63.0 2.50.0; do
   echo "== Python e2b $v"
   (cd python && "../.venv-$v/bin/python" -m pytest -q -p no:cacheprovider)
 done
-echo "== JS e2b 2.51.0"
+echo "== Python e2b-code-interpreter 2.11.5"
+(cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
+echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"
 (cd js && node --test)
 
 # Restarts: a graceful stop and a crash. Sandboxes do not survive either yet; they must be

@@ -1,0 +1,78 @@
+import time
+
+from e2b_code_interpreter import Sandbox
+
+
+def test_state_persists_and_results(sbx):
+    ex = sbx.run_code("x = 41\nprint('hello')\nx + 1")
+    assert ex.logs.stdout == ["hello\n"]
+    assert ex.text == "42"
+    assert ex.error is None
+    first = ex.execution_count
+    ex = sbx.run_code("x")
+    assert ex.text == "41"
+    assert ex.execution_count == first + 1
+
+
+def test_errors_have_name_value_traceback(sbx):
+    ex = sbx.run_code("def f():\n    return 1/0\nf()")
+    assert ex.error.name == "ZeroDivisionError"
+    assert ex.error.value == "division by zero"
+    assert "f()" in ex.error.traceback
+
+
+def test_streaming_callbacks_fire_before_the_end(sbx):
+    seen = []
+    start = time.time()
+    sbx.run_code(
+        "import time, sys\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.3)\nprint('err', file=sys.stderr)",
+        on_stdout=lambda m: seen.append((time.time() - start, m.line)),
+        on_stderr=lambda m: seen.append((time.time() - start, "E" + m.line)),
+    )
+    assert [line for _, line in seen] == ["0\n", "1\n", "2\n", "Eerr\n"]
+    assert seen[0][0] < seen[2][0] - 0.3, "stdout was not streamed as produced"
+
+
+def test_display_data_and_images(sbx):
+    ex = sbx.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.title('t')\nplt.show()")
+    pngs = [r for r in ex.results if r.png]
+    assert pngs and not pngs[0].is_main_result
+    ex = sbx.run_code("from IPython.display import HTML, Markdown, display\ndisplay(HTML('<b>hi</b>'))\nMarkdown('# title')")
+    assert ex.results[0].html == "<b>hi</b>"
+    assert ex.results[-1].markdown == "# title" and ex.results[-1].is_main_result
+
+
+def test_contexts_are_separate_with_their_own_cwd(sbx):
+    ctx = sbx.create_code_context(cwd="/tmp")
+    assert sbx.run_code("import os; os.getcwd()", context=ctx).text == "/tmp"
+    assert sbx.run_code("x", context=ctx).error.name == "NameError"
+    assert ctx.id in [c.id for c in sbx.list_code_contexts()]
+    sbx.run_code("y = 5", context=ctx)
+    sbx.restart_code_context(ctx)
+    assert sbx.run_code("y", context=ctx).error.name == "NameError"
+    sbx.remove_code_context(ctx)
+    assert ctx.id not in [c.id for c in sbx.list_code_contexts()]
+
+
+def test_env_vars_apply_to_one_execution(sbx):
+    assert sbx.run_code("import os; os.environ.get('FOO')", envs={"FOO": "bar"}).text == "bar"
+    assert sbx.run_code("import os; os.environ.get('FOO')").text is None
+
+
+def test_timeout_interrupts_but_keeps_state(sbx):
+    sbx.run_code("kept = 'still here'")
+    try:
+        sbx.run_code("import time\nwhile True: time.sleep(0.1)", timeout=2)
+        raise AssertionError("no timeout")
+    except Exception as e:
+        assert "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower(), e
+    assert sbx.run_code("kept").text == "still here"
+
+
+def test_language_and_context_together_is_an_error(sbx):
+    ctx = sbx.create_code_context()
+    try:
+        sbx.run_code("1", context=ctx, language="python")
+        raise AssertionError("accepted both")
+    except Exception as e:
+        assert "400" in str(e) or "context" in str(e).lower()
