@@ -76,3 +76,13 @@ def test_language_and_context_together_is_an_error(sbx):
         raise AssertionError("accepted both")
     except Exception as e:
         assert "400" in str(e) or "context" in str(e).lower()
+
+
+def test_a_dead_kernel_is_reported_and_can_be_restarted(sbx):
+    ctx = sbx.create_code_context()
+    ex = sbx.run_code("import os; os._exit(1)", context=ctx)
+    assert ex.error is not None and ex.error.name == "UnexpectedEndOfExecution"
+    assert sbx.run_code("1", context=ctx).error is not None
+    sbx.restart_code_context(ctx)
+    assert sbx.run_code("1 + 1", context=ctx).text == "2"
+    sbx.remove_code_context(ctx)
