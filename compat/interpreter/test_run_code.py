@@ -86,3 +86,38 @@ def test_a_dead_kernel_is_reported_and_can_be_restarted(sbx):
     sbx.restart_code_context(ctx)
     assert sbx.run_code("1 + 1", context=ctx).text == "2"
     sbx.remove_code_context(ctx)
+
+
+def test_chart_data_for_matplotlib_plots(sbx):
+    code = """
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots()
+ax.plot([1, 2, 3], [2, 4, 1], label="series")
+ax.set_title("Line chart")
+ax.set_xlabel("x")
+ax.set_ylabel("y")
+plt.show()
+"""
+    ex = sbx.run_code(code)
+    charts = [r.chart for r in ex.results if r.chart]
+    assert charts, ex.results
+    chart = charts[0]
+    assert chart.type.value == "line"
+    assert chart.title == "Line chart"
+    assert chart.elements[0].points[0] == (1, 2)
+
+    ex = sbx.run_code("import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [3, 5])\nplt.title('Bars')\nplt.show()")
+    chart = [r.chart for r in ex.results if r.chart][0]
+    assert chart.type.value == "bar"
+    assert sorted(e.value for e in chart.elements) == [3, 5]
+
+    ex = sbx.run_code("import matplotlib.pyplot as plt\nplt.pie([1, 3], labels=['x', 'y'])\nplt.show()")
+    assert [r.chart for r in ex.results if r.chart][0].type.value == "pie"
+
+
+def test_bash_kernel(sbx):
+    ctx = sbx.create_code_context(language="bash")
+    ex = sbx.run_code("X=7; echo hello-$X", context=ctx)
+    assert ex.logs.stdout == ["hello-7\n"]
+    assert sbx.run_code("echo again-$X", context=ctx).logs.stdout == ["again-7\n"]
+    sbx.remove_code_context(ctx)

@@ -17,7 +17,7 @@ MIME = {
     "application/pdf": "pdf", "text/latex": "latex", "application/json": "json",
     "application/javascript": "javascript", "e2b/data": "data", "e2b/chart": "chart",
 }
-KERNELS = {"python": "python3"}
+KERNELS = {"python": "python3", "bash": "bash"}
 
 _out = threading.Lock()
 

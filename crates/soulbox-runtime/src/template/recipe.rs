@@ -5,6 +5,9 @@ use sha2::{Digest, Sha256};
 /// Bumped when the build procedure itself changes, so every template is rebuilt.
 const BUILDER_VERSION: u32 = 1;
 
+/// IPython startup file of the code-interpreter template: chart data for matplotlib figures.
+const CHART_FORMATTER: &str = include_str!("files/e2b_chart_formatter.py");
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
     pub name: &'static str,
@@ -51,10 +54,18 @@ pub const RECIPES: &[Recipe] = &[
     },
     Recipe {
         name: "code-interpreter",
-        description: "base plus ipykernel, numpy, pandas and matplotlib",
+        description:
+            "base plus ipykernel, numpy, pandas, matplotlib, chart extraction and a bash kernel",
         suite: "bookworm",
         packages: COMMON,
-        pip: &["ipykernel", "numpy", "pandas", "matplotlib"],
+        pip: &[
+            "ipykernel",
+            "numpy",
+            "pandas",
+            "matplotlib",
+            "e2b-charts",
+            "bash_kernel",
+        ],
     },
 ];
 
@@ -103,6 +114,14 @@ impl Recipe {
             v.push(format!(
                 r#"chroot "$1" env PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_ROOT_USER_ACTION=ignore pip3 install --no-cache-dir --break-system-packages --progress-bar off {}"#,
                 self.pip.join(" ")
+            ));
+        }
+        if self.pip.contains(&"bash_kernel") {
+            v.push(r#"chroot "$1" python3 -m bash_kernel.install --sys-prefix >/dev/null"#.into());
+        }
+        if self.pip.contains(&"e2b-charts") {
+            v.push(format!(
+                "mkdir -p \"$1/home/user/.ipython/profile_default/startup\" && cat > \"$1/home/user/.ipython/profile_default/startup/00-e2b-charts.py\" <<'SOULBOX_EOF'\n{CHART_FORMATTER}SOULBOX_EOF\nchroot \"$1\" chown -R user:user /home/user/.ipython"
             ));
         }
         v
