@@ -121,3 +121,24 @@ def test_bash_kernel(sbx):
     assert ex.logs.stdout == ["hello-7\n"]
     assert sbx.run_code("echo again-$X", context=ctx).logs.stdout == ["again-7\n"]
     sbx.remove_code_context(ctx)
+
+
+def test_sandbox_env_vars_reach_the_kernel():
+    # The serve in compat/run.sh keeps one code-interpreter sandbox warm: this create may get
+    # it, and its kernel (started before the create) must still see the create's env vars.
+    from e2b_code_interpreter import Sandbox
+
+    for i in range(2):
+        s = Sandbox.create(timeout=60, envs={"SANDBOX_WIDE": f"v{i}"})
+        try:
+            assert s.run_code("import os; os.environ.get('SANDBOX_WIDE')").text == f"v{i}"
+            assert s.commands.run("echo $SANDBOX_WIDE").stdout.strip() == f"v{i}"
+        finally:
+            s.kill()
+
+
+def test_bash_kernel_env_vars_apply_to_one_execution(sbx):
+    ctx = sbx.create_code_context(language="bash")
+    assert sbx.run_code("echo $ONLY_NOW", context=ctx, envs={"ONLY_NOW": "it's here"}).logs.stdout == ["it's here\n"]
+    assert sbx.run_code("echo \"[${ONLY_NOW-unset}]\"", context=ctx).logs.stdout == ["[unset]\n"]
+    sbx.remove_code_context(ctx)

@@ -126,6 +126,9 @@ async fn init(State(agent): State<Agent>, body: axum::body::Bytes) -> Response<B
     if let Ok(mut cur) = agent.init.write() {
         if !new.env_vars.is_empty() {
             cur.env_vars = new.env_vars;
+            agent
+                .env_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         if new.access_token.is_some() {
             cur.access_token = new.access_token;

@@ -5,6 +5,7 @@ use crate::users::{self, User};
 use crate::watch::Watchers;
 use soulbox_protocol::connect::{Code, ConnectError};
 use soulbox_protocol::init::InitSpec;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub struct Agent(pub Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     pub init: RwLock<InitSpec>,
+    /// Bumped whenever `/init` replaces the env vars, so running kernels can catch up.
+    pub env_generation: AtomicU64,
     pub processes: Arc<ProcessTable>,
     pub watchers: Watchers,
     pub contexts: crate::interpreter::Contexts,
@@ -29,6 +32,7 @@ impl Agent {
     pub fn new(init: InitSpec) -> Self {
         Agent(Arc::new(Inner {
             init: RwLock::new(init),
+            env_generation: AtomicU64::new(0),
             processes: Arc::default(),
             watchers: Watchers::default(),
             contexts: Default::default(),
@@ -37,6 +41,10 @@ impl Agent {
 
     pub fn init(&self) -> InitSpec {
         self.init.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    pub fn env_generation(&self) -> u64 {
+        self.env_generation.load(Ordering::SeqCst)
     }
 
     pub fn token(&self) -> Option<String> {

@@ -123,6 +123,18 @@ impl AgentClient {
         self.send(req).await
     }
 
+    /// POSTs a JSON body (e.g. envd's `/init`).
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Response<Bytes>> {
+        let req = self
+            .request("POST", path, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        self.send(req).await
+    }
+
     /// A unary Connect call; returns the decoded response or the Connect error.
     pub async fn unary(
         &mut self,

@@ -138,7 +138,16 @@ async fn create(
         env_vars: env_vars.clone(),
         access_token: Some(token.clone()),
     };
-    let info = st.backend.create(spec).await?;
+    let info = match st.pool.claim(&st.backend, &spec) {
+        Some(info) if crate::pool::WarmPool::hand_over(&info, &env_vars).await => info,
+        claimed => {
+            if let Some(bad) = claimed {
+                let _ = st.backend.kill(&bad.id).await;
+            }
+            st.backend.create(spec).await?
+        }
+    };
+    let token = info.access_token.clone().unwrap_or(token);
     let started = now_ms();
     let rec = SandboxRecord {
         id: info.id.clone(),

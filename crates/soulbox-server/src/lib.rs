@@ -8,6 +8,7 @@
 pub mod api;
 pub mod error;
 mod lifecycle;
+pub mod pool;
 pub mod proxy;
 pub mod store;
 
@@ -29,6 +30,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// How long a client may take to send a request's head.
     pub header_read_timeout: std::time::Duration,
+    /// Sandboxes kept started ahead of demand, per template (see [`pool`]).
+    pub warm_pool: std::collections::BTreeMap<String, usize>,
 }
 
 impl ServerConfig {
@@ -38,6 +41,7 @@ impl ServerConfig {
             domain: None,
             max_body: 1 << 20,
             header_read_timeout: std::time::Duration::from_secs(30),
+            warm_pool: Default::default(),
         }
     }
 }
@@ -47,6 +51,7 @@ pub struct AppState {
     pub store: store::Store,
     pub backend: Arc<NsBackend>,
     pub cfg: Arc<ServerConfig>,
+    pub pool: Arc<pool::WarmPool>,
 }
 
 impl AppState {
@@ -91,6 +96,7 @@ pub async fn serve_on(
 ) -> std::io::Result<()> {
     let state = AppState {
         store,
+        pool: pool::WarmPool::new(cfg.warm_pool.clone()),
         backend,
         cfg: Arc::new(cfg),
     };
@@ -103,6 +109,7 @@ pub async fn serve_on(
         }
     }
     lifecycle::spawn(state.clone());
+    state.pool.spawn_filler(Arc::clone(&state.backend));
     let control = api::router()
         .layer(DefaultBodyLimit::max(state.cfg.max_body))
         .fallback(|| async {

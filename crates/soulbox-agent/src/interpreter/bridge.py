@@ -5,8 +5,11 @@
 # "number_of_executions" | "end_of_execution"}), plus {"type": "ready"} after (re)starts.
 import datetime
 import json
+import os
 import queue
+import shlex
 import sys
+import tempfile
 import threading
 
 from jupyter_client import KernelManager
@@ -49,9 +52,31 @@ def result(data, main):
     return r
 
 
+def set_env(language, env):
+    """Code that sets env vars in the kernel and remembers the values it replaces."""
+    if language == "bash":
+        return "\n".join(f"_e2b_saved_{k}=${{{k}-__e2b_unset__}}; export {k}={shlex.quote(v)}"
+                         for k, v in env.items() if k.isidentifier())
+    return ("import os as _e2b_os\n_e2b_saved = {k: _e2b_os.environ.get(k) for k in %r}\n"
+            "_e2b_os.environ.update(%r)" % (list(env), env))
+
+
+def restore_env(language, env):
+    if language == "bash":
+        return "\n".join(f'if [ "$_e2b_saved_{k}" = __e2b_unset__ ]; then unset {k}; '
+                         f'else export {k}="$_e2b_saved_{k}"; fi; unset _e2b_saved_{k}'
+                         for k in env if k.isidentifier())
+    return ("[_e2b_os.environ.pop(k, None) if v is None else _e2b_os.environ.__setitem__(k, v)"
+            " for k, v in _e2b_saved.items()]")
+
+
 class Kernel:
     def __init__(self, language, cwd):
-        self.km = KernelManager(kernel_name=KERNELS.get(language, language))
+        self.language = language
+        # IPC (unix sockets in a private directory) rather than TCP on loopback: faster, and
+        # no other process in the sandbox can connect to the kernel's ports.
+        self.km = KernelManager(kernel_name=KERNELS.get(language, language), transport="ipc",
+                                ip=os.path.join(tempfile.mkdtemp(prefix="soulbox-kernel-"), "k"))
         self.cwd = cwd
         self.start()
 
@@ -85,6 +110,7 @@ class Kernel:
                 continue
             kind, c = msg["msg_type"], msg["content"]
             if kind == "status" and c.get("execution_state") == "idle":
+                self.drain_shell(msg_id)
                 return
             if silent:
                 continue
@@ -98,14 +124,24 @@ class Kernel:
             elif kind == "execute_input":
                 emit({"type": "number_of_executions", "execution_count": c.get("execution_count", 0)})
 
-    def execute(self, code, env):
+    def drain_shell(self, msg_id):
+        """Consumes the execute_reply, which follows the idle status, so replies do not pile up."""
+        try:
+            while self.kc.get_shell_msg(timeout=0.2)["parent_header"].get("msg_id") != msg_id:
+                pass
+        except queue.Empty:
+            pass
+
+    def execute(self, code, env, global_env):
+        if global_env:  # the sandbox's env vars changed (POST /init) since the kernel started
+            self.run(set_env(self.language, global_env), silent=True)
         if env:
-            self.run("import os as _e2b_os\n_e2b_saved = {k: _e2b_os.environ.get(k) for k in %r}\n_e2b_os.environ.update(%r)" % (list(env), env), silent=True)
+            self.run(set_env(self.language, env), silent=True)
         try:
             self.run(code)
         finally:
             if env and self.km.is_alive():
-                self.run("[_e2b_os.environ.pop(k, None) if v is None else _e2b_os.environ.__setitem__(k, v) for k, v in _e2b_saved.items()]", silent=True)
+                self.run(restore_env(self.language, env), silent=True)
             emit({"type": "end_of_execution"})
 
 
@@ -133,7 +169,7 @@ def main():
         req = work.get()
         op = req.get("op")
         if op == "execute":
-            kernel.execute(req.get("code", ""), req.get("env_vars") or {})
+            kernel.execute(req.get("code", ""), req.get("env_vars") or {}, req.get("global_env") or {})
         elif op == "restart":
             kernel.restart()
             emit({"type": "ready"})

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -30,6 +31,8 @@ struct Kernel {
     language: String,
     cwd: String,
     pid: u32,
+    /// The agent's env generation this kernel's environment reflects.
+    env_seen: AtomicU64,
     requests: mpsc::UnboundedSender<String>,
     /// Lines from the bridge; held by one execution at a time.
     lines: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
@@ -104,6 +107,7 @@ impl Contexts {
             .filter(|c| !c.is_empty())
             .map(str::to_string)
             .unwrap_or_else(|| user.home.to_string_lossy().into_owned());
+        let env_seen = agent.env_generation();
         let (pid, requests, mut lines) =
             spawn_bridge(&user, language, &cwd, &agent.init().env_vars)
                 .map_err(|e| format!("starting the {language} kernel: {e}"))?;
@@ -136,6 +140,7 @@ impl Contexts {
             language: language.into(),
             cwd,
             pid,
+            env_seen: AtomicU64::new(env_seen),
             requests,
             lines: tokio::sync::Mutex::new(lines),
         });
@@ -287,11 +292,16 @@ pub async fn execute(State(agent): State<Agent>, body: Bytes) -> Response<Body> 
             Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
         },
     };
-    let op = serde_json::json!({"op": "execute", "code": code, "env_vars": req.env_vars.unwrap_or_default()});
+    let mut op = serde_json::json!({"op": "execute", "code": code, "env_vars": req.env_vars.unwrap_or_default()});
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     tokio::spawn(async move {
         // One execution at a time per context, as in a notebook.
         let mut lines = kernel.lines.lock().await;
+        // Sandbox env vars set after the kernel started (a pooled sandbox gets them at claim).
+        let generation = agent.env_generation();
+        if kernel.env_seen.swap(generation, Ordering::SeqCst) != generation {
+            op["global_env"] = serde_json::json!(agent.init().env_vars);
+        }
         if kernel.requests.send(op.to_string()).is_err() {
             let _ = tx
                 .send(Ok(Bytes::from(error_line("the kernel is not running"))))

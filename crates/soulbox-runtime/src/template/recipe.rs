@@ -87,8 +87,12 @@ impl Recipe {
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
         h.update(format!(
-            "{BUILDER_VERSION}|{}|{}|{:?}|{:?}",
-            self.name, self.suite, self.packages, self.pip
+            "{BUILDER_VERSION}|{}|{}|{:?}|{:?}|{:?}",
+            self.name,
+            self.suite,
+            self.packages,
+            self.pip,
+            self.hooks()
         ));
         h.finalize()
             .iter()

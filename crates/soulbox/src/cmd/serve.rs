@@ -25,6 +25,35 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     templates: Vec<String>,
+    /// Sandboxes kept started ahead of demand, as TEMPLATE=COUNT (comma-separated; empty for
+    /// none). A create that matches gets one at once, its Jupyter kernel already running.
+    #[arg(
+        long,
+        env = "SOULBOX_WARM_POOL",
+        default_value = "code-interpreter=1",
+        value_delimiter = ',',
+        value_parser = parse_pool_entry
+    )]
+    warm_pool: Vec<(String, usize)>,
+}
+
+fn parse_pool_entry(s: &str) -> Result<(String, usize), String> {
+    if s.trim().is_empty() {
+        return Ok((String::new(), 0)); // `--warm-pool ""`: no pool
+    }
+    let (t, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected TEMPLATE=COUNT, e.g. code-interpreter=2"))?;
+    let n = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{n}': the count must be a whole number"))?;
+    if soulbox_runtime::template::recipe::find(t.trim()).is_none() {
+        return Err(format!(
+            "'{t}': no such template (see `soulbox template list`)"
+        ));
+    }
+    Ok((t.trim().to_string(), n))
 }
 
 pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
@@ -57,6 +86,7 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
     let cfg = soulbox_server::ServerConfig {
         domain: a.domain,
         max_body: a.max_body,
+        warm_pool: a.warm_pool.into_iter().collect(),
         ..soulbox_server::ServerConfig::new(a.listen)
     };
     let stop = async {
