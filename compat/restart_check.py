@@ -23,7 +23,8 @@ def gone(sandbox_id):
         pass
     listed = [s.sandbox_id for s in Sandbox.list().next_items()]
     assert sandbox_id not in listed, listed
-    cgroups = [d for d in glob.glob("/sys/fs/cgroup/*/soulbox/*") if os.path.isdir(d)]
+    # Only this sandbox's: the restarted server may already be filling its warm pool.
+    cgroups = [d for d in glob.glob(f"/sys/fs/cgroup/*/soulbox/{sandbox_id}") if os.path.isdir(d)]
     assert not cgroups, f"cgroups left: {cgroups}"
     mounts = [l for l in open("/proc/self/mountinfo") if sandbox_id in l]
     assert not mounts, f"mounts left: {mounts}"
