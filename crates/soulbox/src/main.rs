@@ -51,6 +51,19 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Measure sandbox start, exec and memory, side by side with crun and a bare unshare.
     Bench(cmd::bench::BenchArgs),
+    /// Create, list, pause, resume and kill sandboxes on a SoulBox server.
+    Sandbox(cmd::sandbox::SandboxArgs),
+    /// Run a command in a sandbox; exits with the command's exit code.
+    Exec(cmd::exec::ExecArgs),
+    /// Open an interactive terminal in a sandbox (exit or Ctrl-D ends it).
+    Connect(cmd::connect::ConnectArgs),
+    /// Files in a sandbox: ls, cat, cp (both ways), rm, mkdir.
+    Files(cmd::files::FilesArgs),
+    /// Print shell completions: `soulbox completions bash > /etc/bash_completion.d/soulbox`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
@@ -91,5 +104,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Template(c) => cmd::template::run(&ctx, c),
         Command::Run(a) => cmd::run::run(&ctx, a).await,
         Command::Bench(a) => cmd::bench::run(&ctx, a).await,
+        Command::Sandbox(a) => cmd::sandbox::run(a).await,
+        // The exit code is the remote command's; leave at once (a blocking stdin read must
+        // not hold up the runtime's shutdown).
+        Command::Exec(a) => std::process::exit(cmd::exec::run(a).await?),
+        Command::Connect(a) => std::process::exit(cmd::connect::run(a).await?),
+        Command::Files(a) => cmd::files::run(a).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "soulbox",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }

@@ -1,8 +1,13 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod connect;
 pub mod doctor;
+pub mod exec;
+pub mod files;
+mod remote;
 pub mod run;
+pub mod sandbox;
 pub mod serve;
 pub mod template;
 

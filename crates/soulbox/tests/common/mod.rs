@@ -117,3 +117,33 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// The API key of [`serve`]'s server.
+pub const KEY: &str = "e2b_000000000000000000000000000000000000c11e";
+
+/// One `soulbox serve` per test process (on its own thread and runtime, since each test has
+/// its own runtime), with [`KEY`] in the default team; returns its address.
+pub fn serve() -> std::net::SocketAddr {
+    static ADDR: OnceLock<std::net::SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let backend = backend();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let dir = tempfile::tempdir().unwrap().keep();
+                let store = soulbox_server::store::Store::open(&dir).await.unwrap();
+                let team = store.default_team().await.unwrap();
+                store.add_key(&team, KEY, "test").await.unwrap();
+                let l = soulbox_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+                let addr = l.local_addr().unwrap();
+                tx.send(addr).unwrap();
+                let cfg = soulbox_server::ServerConfig::new(addr);
+                soulbox_server::serve_on(l, cfg, store, backend)
+                    .await
+                    .unwrap();
+            });
+        });
+        rx.recv().unwrap()
+    })
+}

@@ -1,0 +1,180 @@
+//! `soulbox sandbox create|list|info|kill|pause|resume|timeout`: sandboxes on a server.
+
+use super::remote::{about_sandbox, parse_pair, print_json, table, RemoteArgs};
+use clap::{Args, Subcommand};
+use soulbox_client::{CreateOptions, ListOptions, SandboxInfo};
+
+#[derive(Args, Debug)]
+pub struct SandboxArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    cmd: SandboxCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum SandboxCmd {
+    /// Create a sandbox and print its id.
+    Create {
+        /// Template (`soulbox template list` on the server).
+        #[arg(default_value = "base")]
+        template: String,
+        /// Seconds until it is killed (or paused with --auto-pause).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Env var for every process in it (repeatable).
+        #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_pair)]
+        envs: Vec<(String, String)>,
+        /// Metadata to find it by (repeatable).
+        #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = parse_pair)]
+        metadata: Vec<(String, String)>,
+        /// No network at all (loopback only).
+        #[arg(long)]
+        no_internet: bool,
+        /// Pause instead of kill at the timeout.
+        #[arg(long)]
+        auto_pause: bool,
+    },
+    /// List your sandboxes.
+    #[command(alias = "ls")]
+    List {
+        /// Only `running` or `paused` ones.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those with this metadata (repeatable).
+        #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = parse_pair)]
+        metadata: Vec<(String, String)>,
+    },
+    /// Show one sandbox.
+    Info { id: String },
+    /// Kill sandboxes (their files are gone).
+    #[command(alias = "rm")]
+    Kill {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Freeze a sandbox, keeping its processes and files.
+    Pause { id: String },
+    /// Resume a paused sandbox.
+    Resume {
+        id: String,
+        /// New timeout in seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Set a sandbox to end SECONDS from now.
+    Timeout { id: String, seconds: u64 },
+}
+
+pub async fn run(a: SandboxArgs) -> anyhow::Result<()> {
+    let client = a.remote.client()?;
+    let json = a.remote.json;
+    match a.cmd {
+        SandboxCmd::Create {
+            template,
+            timeout,
+            envs,
+            metadata,
+            no_internet,
+            auto_pause,
+        } => {
+            let mut opts = CreateOptions::new(&template).timeout(timeout);
+            opts.env_vars = envs.into_iter().collect();
+            opts.metadata = metadata.into_iter().collect();
+            if no_internet {
+                opts = opts.internet(false);
+            }
+            if auto_pause {
+                opts = opts.auto_pause(true);
+            }
+            let sbx = client.create(&opts).await?;
+            if json {
+                print_json(
+                    &serde_json::json!({"sandboxID": sbx.id(), "templateID": sbx.template()}),
+                )?;
+            } else {
+                println!("{}", sbx.id());
+            }
+        }
+        SandboxCmd::List { state, metadata } => {
+            let opts = ListOptions {
+                states: state.into_iter().collect(),
+                metadata: metadata.into_iter().collect(),
+            };
+            let all = client.list(&opts).await?;
+            if json {
+                print_json(&all)?;
+            } else if all.is_empty() {
+                eprintln!("no sandboxes (create one with `soulbox sandbox create`)");
+            } else {
+                let rows: Vec<Vec<String>> = all.iter().map(row).collect();
+                table(
+                    &[
+                        "ID", "TEMPLATE", "STATE", "STARTED", "ENDS", "CPU", "MEMORY", "METADATA",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        SandboxCmd::Info { id } => {
+            let info = client.info(&id).await.map_err(|e| about_sandbox(&id, e))?;
+            if json {
+                print_json(&info)?;
+            } else {
+                table(
+                    &[
+                        "ID", "TEMPLATE", "STATE", "STARTED", "ENDS", "CPU", "MEMORY", "METADATA",
+                    ],
+                    &[row(&info)],
+                );
+            }
+        }
+        SandboxCmd::Kill { ids } => {
+            for id in ids {
+                client.kill(&id).await.map_err(|e| about_sandbox(&id, e))?;
+                if !json {
+                    println!("killed {id}");
+                }
+            }
+        }
+        SandboxCmd::Pause { id } => {
+            client.pause(&id).await.map_err(|e| about_sandbox(&id, e))?;
+            if !json {
+                println!("paused {id}");
+            }
+        }
+        SandboxCmd::Resume { id, timeout } => {
+            client
+                .resume(&id, timeout)
+                .await
+                .map_err(|e| about_sandbox(&id, e))?;
+            if !json {
+                println!("resumed {id}");
+            }
+        }
+        SandboxCmd::Timeout { id, seconds } => {
+            client
+                .set_timeout(&id, seconds)
+                .await
+                .map_err(|e| about_sandbox(&id, e))?;
+            if !json {
+                println!("{id} ends in {seconds} s");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn row(s: &SandboxInfo) -> Vec<String> {
+    let meta: Vec<String> = s.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    vec![
+        s.sandbox_id.clone(),
+        s.alias.clone().unwrap_or_else(|| s.template_id.clone()),
+        s.state.clone(),
+        s.started_at.clone(),
+        s.end_at.clone(),
+        s.cpu_count.to_string(),
+        format!("{} MiB", s.memory_mb),
+        meta.join(","),
+    ]
+}
