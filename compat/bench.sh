@@ -15,3 +15,4 @@ export E2B_API_URL="http://127.0.0.1:$port" E2B_SANDBOX_URL="http://127.0.0.1:$p
 unset E2B_DEBUG E2B_DOMAIN
 .venv-2.63.0/bin/python bench_sdk.py
 .venv-interpreter/bin/python bench_interpreter.py
+.venv-2.63.0/bin/python bench_cli.py "$bin"

@@ -196,7 +196,9 @@ async fn upload(agent: &Agent, q: &FileQuery, req: Request) -> HttpResult {
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let mut written = vec![];
     if ctype.starts_with("multipart/form-data") {
-        let mut mp = Multipart::from_request(req, &())
+        let (parts, body) = req.into_parts();
+        let (body, drained) = read_to_end(body);
+        let mut mp = Multipart::from_request(Request::from_parts(parts, body), &())
             .await
             .map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))?;
         let mut seen = std::collections::HashSet::new();
@@ -229,6 +231,8 @@ async fn upload(agent: &Agent, q: &FileQuery, req: Request) -> HttpResult {
             let stream = field.map_err(io::Error::other);
             written.push(write_file(&user, path, StreamReader::new(stream), &meta).await?);
         }
+        drop(mp);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drained).await;
     } else if ctype.starts_with("application/octet-stream") {
         let Some(dest) = q.path.as_deref().filter(|p| !p.is_empty()) else {
             return Err(err(
@@ -260,6 +264,32 @@ async fn upload(agent: &Agent, q: &FileQuery, req: Request) -> HttpResult {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(serde_json::Value::Array(written).to_string()))
         .unwrap_or_default())
+}
+
+/// Multipart parsing stops at the closing boundary, but a client may send more (an epilogue,
+/// a final CRLF). Unless the body is read to its end, the connection is closed under a client
+/// still writing and its upload fails although the files were written. So the body is read by a
+/// task that passes it on while the parser wants it and discards the rest; the returned handle
+/// finishes at the body's end.
+fn read_to_end(body: Body) -> (Body, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, axum::Error>>(4);
+    let task = tokio::spawn(async move {
+        let mut data = body.into_data_stream();
+        let mut wanted = true;
+        while let Some(chunk) = futures::StreamExt::next(&mut data).await {
+            let failed = chunk.is_err();
+            if wanted && tx.send(chunk).await.is_err() {
+                wanted = false;
+            }
+            if failed {
+                return;
+            }
+        }
+    });
+    (
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        task,
+    )
 }
 
 fn body_stream(b: Body) -> impl Stream<Item = io::Result<bytes::Bytes>> + Unpin {

@@ -1044,3 +1044,42 @@ fn chrono_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// A multipart upload with bytes after its closing boundary (an epilogue, as some clients
+/// send): the upload succeeds and the connection stays usable, because the agent reads the body
+/// to its end instead of closing under a client still writing.
+#[tokio::test]
+async fn multipart_epilogue_is_read_and_the_connection_kept() {
+    let a = agent().await;
+    let dir = a.path("epilogue");
+    let boundary = "EPIBOUNDARY";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{dir}/e.txt\"\r\n\r\nkept\r\n--{boundary}--\r\n").into_bytes();
+    body.extend(std::iter::repeat_n(b'\n', 512 << 10));
+    let stream = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let upload = req("POST", "/files")
+        .header("x-access-token", TOKEN)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = tx
+        .send_request(upload)
+        .await
+        .expect("the upload is answered");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{dir}/e.txt")).unwrap(),
+        "kept"
+    );
+    tx.ready().await.expect("the connection is still open");
+    let again = req("GET", "/health").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(tx.send_request(again).await.unwrap().status(), 204);
+}
