@@ -114,6 +114,17 @@ plt.show()
     ex = sbx.run_code("import matplotlib.pyplot as plt\nplt.pie([1, 3], labels=['x', 'y'])\nplt.show()")
     assert [r.chart for r in ex.results if r.chart][0].type.value == "pie"
 
+    ex = sbx.run_code("import matplotlib.pyplot as plt\nplt.scatter([1, 2, 3], [4, 5, 6])\nplt.show()")
+    chart = [r.chart for r in ex.results if r.chart][0]
+    assert chart.type.value == "scatter"
+    assert len(chart.elements[0].points) == 3
+
+    # As in E2B (same e2b-charts detection): boxes drawn as patches make a box-and-whisker chart.
+    ex = sbx.run_code("import matplotlib.pyplot as plt\nplt.boxplot([[1, 2, 3, 4, 5], [2, 4, 6, 8, 10]], patch_artist=True)\nplt.show()")
+    chart = [r.chart for r in ex.results if r.chart][0]
+    assert chart.type.value == "box_and_whisker"
+    assert len(chart.elements) == 2
+
 
 def test_bash_kernel(sbx):
     ctx = sbx.create_code_context(language="bash")

@@ -3,44 +3,13 @@
 
 mod common;
 
+use common::http;
+
 use soulbox_runtime::Backend;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const KEY: &str = "e2b_00000000000000000000000000000000000000cc";
-
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn ids(backend: &std::sync::Arc<soulbox_runtime::ns::NsBackend>) -> Vec<String> {
     backend.list().into_iter().map(|s| s.id).collect()
@@ -81,13 +50,13 @@ async fn a_create_claims_a_warm_sandbox_and_the_pool_refills() {
     let pooled = ids(&backend)[0].clone();
 
     // Unclaimed: no team lists it, and the proxy does not reach it.
-    let (status, body) = http(addr, "GET", "/v2/sandboxes", &[("X-API-KEY", KEY)], "").await;
+    let (status, body) = http(addr, "GET", "/v2/sandboxes", &[("X-API-KEY", KEY)], b"").await;
     assert_eq!((status, body.trim()), (200, "[]"));
     let route = [
         ("E2b-Sandbox-Id", pooled.as_str()),
         ("E2b-Sandbox-Port", "49983"),
     ];
-    let (status, _) = http(addr, "GET", "/health", &route, "").await;
+    let (status, _) = http(addr, "GET", "/health", &route, b"").await;
     assert_eq!(status, 502, "an unclaimed sandbox is not reachable");
 
     // A matching create gets it, with the env vars it asked for.
@@ -97,7 +66,7 @@ async fn a_create_claims_a_warm_sandbox_and_the_pool_refills() {
         "POST",
         "/v2/sandboxes",
         &[("X-API-KEY", KEY), ("Content-Type", "application/json")],
-        create,
+        create.as_bytes(),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -105,13 +74,13 @@ async fn a_create_claims_a_warm_sandbox_and_the_pool_refills() {
     assert_eq!(v["sandboxID"], pooled.as_str());
     let token = v["envdAccessToken"].as_str().unwrap().to_string();
     let with_token = [route[0], route[1], ("X-Access-Token", token.as_str())];
-    let (status, envs) = http(addr, "GET", "/envs", &with_token, "").await;
+    let (status, envs) = http(addr, "GET", "/envs", &with_token, b"").await;
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&envs).unwrap()["FROM_CREATE"],
         "yes"
     );
-    let (status, _) = http(addr, "GET", "/envs", &route, "").await;
+    let (status, _) = http(addr, "GET", "/envs", &route, b"").await;
     assert_eq!(status, 401, "the pooled sandbox keeps its own token");
 
     // The pool refills with a new sandbox.
@@ -124,7 +93,7 @@ async fn a_create_claims_a_warm_sandbox_and_the_pool_refills() {
         "POST",
         "/v2/sandboxes",
         &[("X-API-KEY", KEY), ("Content-Type", "application/json")],
-        r#"{"templateID":"tiny","allow_internet_access":false}"#,
+        br#"{"templateID":"tiny","allow_internet_access":false}"#,
     )
     .await;
     assert_eq!(status, 201, "{body}");

@@ -2,7 +2,7 @@
 //! goes raw for the session (keys go to the sandbox's shell as typed), follows window resizes,
 //! and is restored when the shell ends (`exit`, Ctrl-D) — also on errors.
 
-use super::remote::{about_sandbox, RemoteArgs};
+use super::remote::RemoteArgs;
 use anyhow::Context as _;
 use clap::Args;
 use nix::sys::termios::{self, SetArg, Termios};
@@ -70,14 +70,7 @@ impl Drop for RawMode {
 
 /// Runs the session; returns the shell's exit code.
 pub async fn run(a: ConnectArgs) -> anyhow::Result<i32> {
-    let client = a.remote.client()?;
-    let mut sbx = client
-        .sandbox(&a.id)
-        .await
-        .map_err(|e| about_sandbox(&a.id, e))?;
-    if let Some(u) = &a.user {
-        sbx = sbx.as_user(u);
-    }
+    let sbx = a.remote.sandbox(&a.id, a.user.as_deref()).await?;
     let (cols, rows) = size_of(std::io::stdout().as_fd()).unwrap_or((80, 24));
     let mut opts = PtyOptions::new(cols, rows);
     if let Ok(term) = std::env::var("TERM") {

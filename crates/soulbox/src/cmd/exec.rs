@@ -1,7 +1,7 @@
 //! `soulbox exec ID -- CMD…`: run a command in a sandbox, streaming its output, and exit with
 //! its exit code.
 
-use super::remote::{about_sandbox, parse_pair, RemoteArgs};
+use super::remote::{parse_pair, RemoteArgs};
 use clap::Args;
 use soulbox_client::{CommandEvent, CommandOptions, ExitStatus, Signal};
 use std::io::Write;
@@ -36,14 +36,7 @@ pub struct ExecArgs {
 
 /// Runs the command; returns the exit code to leave with.
 pub async fn run(a: ExecArgs) -> anyhow::Result<i32> {
-    let client = a.remote.client()?;
-    let mut sbx = client
-        .sandbox(&a.id)
-        .await
-        .map_err(|e| about_sandbox(&a.id, e))?;
-    if let Some(u) = &a.user {
-        sbx = sbx.as_user(u);
-    }
+    let sbx = a.remote.sandbox(&a.id, a.user.as_deref()).await?;
     let mut opts = match a.command.as_slice() {
         [line] => CommandOptions::new(line),
         // `exec "$@"` through a login shell: PATH as in the sandbox, arguments untouched.

@@ -75,6 +75,25 @@ impl RemoteArgs {
     }
 }
 
+impl RemoteArgs {
+    /// A handle on sandbox `id` (acting as `user` if given), with the next step in its errors.
+    pub async fn sandbox(
+        &self,
+        id: &str,
+        user: Option<&str>,
+    ) -> anyhow::Result<soulbox_client::Sandbox> {
+        let sbx = self
+            .client()?
+            .sandbox(id)
+            .await
+            .map_err(|e| about_sandbox(id, e))?;
+        Ok(match user {
+            Some(u) => sbx.as_user(u),
+            None => sbx,
+        })
+    }
+}
+
 /// Adds the next step to errors about a sandbox id.
 pub fn about_sandbox(id: &str, e: Error) -> anyhow::Error {
     match e {
