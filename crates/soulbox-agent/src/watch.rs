@@ -40,61 +40,78 @@ fn mask() -> WatchMask {
         | WatchMask::MOVE_SELF
 }
 
-/// Watches `root` (and its subdirectories when `recursive`) and sends one event per change
-/// until `tx` is closed.
-async fn watch_loop(
+/// An inotify watch on `root` (and its subdirectories when `recursive`). It is set up before
+/// the request is answered, so no change made after the answer is missed.
+struct Watch {
     root: PathBuf,
     recursive: bool,
     include_entry: bool,
-    tx: mpsc::Sender<FilesystemEvent>,
-) {
-    let Ok(inotify) = Inotify::init() else { return };
-    let mut dirs: HashMap<WatchDescriptor, PathBuf> = HashMap::new();
-    let mut watches = inotify.watches();
-    add_tree(&mut watches, &mut dirs, &root, &root, recursive);
-    let Ok(mut stream) = inotify.into_event_stream(vec![0u8; 64 * 1024]) else {
-        return;
-    };
-    loop {
-        let ev = tokio::select! {
-            ev = stream.next() => ev,
-            _ = tx.closed() => return,
-        };
-        let Some(Ok(ev)) = ev else { return };
-        let Some(dir) = dirs.get(&ev.wd).cloned() else {
-            continue;
-        };
-        let full = match &ev.name {
-            Some(n) => root.join(&dir).join(n),
-            None => root.join(&dir),
-        };
-        let name = full
-            .strip_prefix(&root)
-            .unwrap_or(&full)
-            .to_string_lossy()
-            .into_owned();
-        if recursive
-            && ev.mask.contains(EventMask::ISDIR)
-            && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
-        {
-            add_tree(&mut watches, &mut dirs, &root, &full, true);
-        }
-        for t in event_types(ev.mask) {
-            let entry = if include_entry {
-                entry_info(&full).ok()
-            } else {
-                None
+    dirs: HashMap<WatchDescriptor, PathBuf>,
+    watches: inotify::Watches,
+    stream: inotify::EventStream<Vec<u8>>,
+}
+
+impl Watch {
+    fn open(root: PathBuf, recursive: bool, include_entry: bool) -> RpcResult<Watch> {
+        let fail = |e: std::io::Error| rpc::internal(format!("watching {}: {e}", root.display()));
+        let inotify = Inotify::init().map_err(fail)?;
+        let mut dirs = HashMap::new();
+        let mut watches = inotify.watches();
+        add_tree(&mut watches, &mut dirs, &root, &root, recursive);
+        let stream = inotify
+            .into_event_stream(vec![0u8; 64 * 1024])
+            .map_err(fail)?;
+        Ok(Watch {
+            root,
+            recursive,
+            include_entry,
+            dirs,
+            watches,
+            stream,
+        })
+    }
+
+    /// Sends one event per change until `tx` is closed.
+    async fn run(mut self, tx: mpsc::Sender<FilesystemEvent>) {
+        let root = self.root.clone();
+        loop {
+            let ev = tokio::select! {
+                ev = self.stream.next() => ev,
+                _ = tx.closed() => return,
             };
-            if tx
-                .send(FilesystemEvent {
+            let Some(Ok(ev)) = ev else { return };
+            let Some(dir) = self.dirs.get(&ev.wd).cloned() else {
+                continue;
+            };
+            let full = match &ev.name {
+                Some(n) => root.join(&dir).join(n),
+                None => root.join(&dir),
+            };
+            let name = full
+                .strip_prefix(&root)
+                .unwrap_or(&full)
+                .to_string_lossy()
+                .into_owned();
+            if self.recursive
+                && ev.mask.contains(EventMask::ISDIR)
+                && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+            {
+                add_tree(&mut self.watches, &mut self.dirs, &root, &full, true);
+            }
+            for t in event_types(ev.mask) {
+                let entry = if self.include_entry {
+                    entry_info(&full).ok()
+                } else {
+                    None
+                };
+                let event = FilesystemEvent {
                     name: name.clone(),
                     event_type: t,
                     entry,
-                })
-                .await
-                .is_err()
-            {
-                return;
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -156,10 +173,14 @@ pub async fn watch_dir(agent: Agent, headers: HeaderMap, body: bytes::Bytes) -> 
         Ok(t) => t,
         Err(e) => return rpc::stream_error(e),
     };
+    let watch = match Watch::open(dir, req.recursive, req.include_entry) {
+        Ok(w) => w,
+        Err(e) => return rpc::stream_error(e),
+    };
     let keepalive = rpc::keepalive(&headers);
     let (sink, resp): (StreamSink<WatchDirResponse>, _) = rpc::stream_response();
     let (tx, mut rx) = mpsc::channel(256);
-    tokio::spawn(watch_loop(dir, req.recursive, req.include_entry, tx));
+    tokio::spawn(watch.run(tx));
     tokio::spawn(async move {
         let send = |e| sink.send(WatchDirResponse { event: e });
         if !send(WatchEvent::Start(Empty {})).await {
@@ -186,11 +207,12 @@ pub async fn create_watcher(
 ) -> RpcResult<WatcherId> {
     let req: WatchRequest = rpc::decode_unary(&body)?;
     let (_user, dir) = fs::watch_target(&agent, &headers, &req).await?;
+    let watch = Watch::open(dir, req.recursive, req.include_entry)?;
     let id = format!("w{}", Alphanumeric.sample_string(&mut rand::rng(), 20));
     let (tx, mut rx) = mpsc::channel(256);
     let events: Arc<Mutex<Vec<FilesystemEvent>>> = Arc::default();
     let buffer = Arc::clone(&events);
-    let watcher = tokio::spawn(watch_loop(dir, req.recursive, req.include_entry, tx));
+    let watcher = tokio::spawn(watch.run(tx));
     let task = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             if let Ok(mut e) = buffer.lock() {

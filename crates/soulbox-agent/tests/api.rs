@@ -73,6 +73,22 @@ impl Agent {
         )
     }
 
+    /// `method uri` with these headers and body; returns (status, body).
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (u16, Bytes) {
+        let mut r = req(method, uri);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let (status, _, body) = self.raw(r.body(Full::new(body.into())).unwrap()).await;
+        (status, body)
+    }
+
     /// Opens a streaming call and returns its live body.
     async fn open_stream(&self, method: &str, msg: &Value) -> hyper::body::Incoming {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
@@ -93,6 +109,9 @@ impl Agent {
         self.dir.path().join(name).to_string_lossy().into_owned()
     }
 }
+
+const TOKEN_HEADER: (&str, &str) = ("x-access-token", TOKEN);
+const OCTETS: (&str, &str) = ("content-type", "application/octet-stream");
 
 fn req(method: &str, uri: &str) -> hyper::http::request::Builder {
     Request::builder()
@@ -221,25 +240,20 @@ async fn start_reports_bad_input_in_the_stream() {
 #[tokio::test]
 async fn unary_calls_reject_malformed_json_and_unknown_methods() {
     let a = agent().await;
-    let (status, _, body) = a
-        .raw(
-            req("POST", "/filesystem.Filesystem/Stat")
-                .header("x-access-token", TOKEN)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(b"{bad json")))
-                .unwrap(),
+    let json_type = ("content-type", "application/json");
+    let (status, body) = a
+        .send(
+            "POST",
+            "/filesystem.Filesystem/Stat",
+            &[TOKEN_HEADER, json_type],
+            "{bad json",
         )
         .await;
     assert_eq!(status, 400);
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["code"], "invalid_argument");
-    let (status, _, body) = a
-        .raw(
-            req("POST", "/process.Process/Nope")
-                .header("x-access-token", TOKEN)
-                .body(Full::new(Bytes::from_static(b"{}")))
-                .unwrap(),
-        )
+    let (status, body) = a
+        .send("POST", "/process.Process/Nope", &[TOKEN_HEADER], "{}")
         .await;
     assert_eq!(status, 501, "{body:?}");
     // Wrong field types are invalid arguments too.
@@ -268,28 +282,21 @@ async fn the_token_is_required() {
         ("/envs", "GET"),
         ("/files?path=/etc/hostname", "GET"),
     ] {
-        let (status, _, body) = a
-            .raw(
-                req(method, uri)
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(b"{}")))
-                    .unwrap(),
-            )
+        let (status, body) = a
+            .send(method, uri, &[("content-type", "application/json")], "{}")
             .await;
         assert_eq!(status, 401, "{uri}: {body:?}");
     }
-    let (status, _, _) = a
-        .raw(
-            req("POST", "/process.Process/List")
-                .header("x-access-token", "wrong")
-                .body(Full::new(Bytes::from_static(b"{}")))
-                .unwrap(),
+    let (status, _) = a
+        .send(
+            "POST",
+            "/process.Process/List",
+            &[("x-access-token", "wrong")],
+            "{}",
         )
         .await;
     assert_eq!(status, 401);
-    let (status, _, _) = a
-        .raw(req("GET", "/health").body(Full::new(Bytes::new())).unwrap())
-        .await;
+    let (status, _) = a.send("GET", "/health", &[], "").await;
     assert_eq!(status, 204, "health needs no token");
     let mut c = a.client().await;
     let envs: Value = serde_json::from_slice(c.get("/envs").await.unwrap().body()).unwrap();
@@ -891,14 +898,12 @@ async fn files_upload_download_and_signatures() {
     // octet-stream, gzip-encoded.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(b"zipped content").unwrap();
-    let (status, _, _) = a
-        .raw(
-            req("POST", &format!("/files?path={dir}/z.txt"))
-                .header("x-access-token", TOKEN)
-                .header("content-type", "application/octet-stream")
-                .header("content-encoding", "gzip")
-                .body(Full::new(Bytes::from(gz.finish().unwrap())))
-                .unwrap(),
+    let (status, _) = a
+        .send(
+            "POST",
+            &format!("/files?path={dir}/z.txt"),
+            &[TOKEN_HEADER, OCTETS, ("content-encoding", "gzip")],
+            gz.finish().unwrap(),
         )
         .await;
     assert_eq!(status, 200);
@@ -906,131 +911,65 @@ async fn files_upload_download_and_signatures() {
         std::fs::read_to_string(format!("{dir}/z.txt")).unwrap(),
         "zipped content"
     );
-    let (status, _, _) = a
-        .raw(
-            req("POST", "/files")
-                .header("x-access-token", TOKEN)
-                .header("content-type", "application/octet-stream")
-                .body(Full::new(Bytes::from_static(b"x")))
-                .unwrap(),
-        )
-        .await;
+    let (status, _) = a.send("POST", "/files", &[TOKEN_HEADER, OCTETS], "x").await;
     assert_eq!(status, 400, "octet-stream needs a path");
-    let (status, _, _) = a
-        .raw(
-            req("POST", &format!("/files?path={dir}/q"))
-                .header("x-access-token", TOKEN)
-                .header("content-type", "text/plain")
-                .body(Full::new(Bytes::from_static(b"x")))
-                .unwrap(),
+    let text = ("content-type", "text/plain");
+    let (status, _) = a
+        .send(
+            "POST",
+            &format!("/files?path={dir}/q"),
+            &[TOKEN_HEADER, text],
+            "x",
         )
         .await;
     assert_eq!(status, 400, "other content types are refused");
-    let (status, _, _) = a
-        .raw(
-            req("POST", &format!("/files?path={dir}"))
-                .header("x-access-token", TOKEN)
-                .header("content-type", "application/octet-stream")
-                .body(Full::new(Bytes::from_static(b"x")))
-                .unwrap(),
+    let (status, _) = a
+        .send(
+            "POST",
+            &format!("/files?path={dir}"),
+            &[TOKEN_HEADER, OCTETS],
+            "x",
         )
         .await;
     assert_eq!(status, 400, "uploading onto a directory");
 
     // Downloads: token, signature, expired signature, wrong signature.
     let p = format!("{dir}/one.txt");
-    let (status, _, body) = a
-        .raw(
-            req("GET", &format!("/files?path={p}"))
-                .header("x-access-token", TOKEN)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
+    let (status, body) = a
+        .send("GET", &format!("/files?path={p}"), &[TOKEN_HEADER], "")
         .await;
     assert_eq!((status, &body[..]), (200, &b"first"[..]));
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
+    let signed = |sig: &str| format!("/files?path={}&signature={}", enc(&p), enc(sig));
     let sig = sign(&p, Operation::Read, "", TOKEN, None);
-    let (status, _, body) = a
-        .raw(
-            req(
-                "GET",
-                &format!("/files?path={}&signature={}", enc(&p), enc(&sig)),
-            )
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-        )
-        .await;
+    let (status, body) = a.send("GET", &signed(&sig), &[], "").await;
     assert_eq!((status, &body[..]), (200, &b"first"[..]));
     let past = chrono_now() - 10;
     let sig = sign(&p, Operation::Read, "", TOKEN, Some(past));
-    let (status, _, _) = a
-        .raw(
-            req(
-                "GET",
-                &format!(
-                    "/files?path={}&signature={}&signature_expiration={past}",
-                    enc(&p),
-                    enc(&sig)
-                ),
-            )
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-        )
-        .await;
+    let uri = format!("{}&signature_expiration={past}", signed(&sig));
+    let (status, _) = a.send("GET", &uri, &[], "").await;
     assert_eq!(status, 401, "expired signature");
     let sig = sign(&p, Operation::Write, "", TOKEN, None);
-    let (status, _, _) = a
-        .raw(
-            req(
-                "GET",
-                &format!("/files?path={}&signature={}", enc(&p), enc(&sig)),
-            )
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-        )
-        .await;
+    let (status, _) = a.send("GET", &signed(&sig), &[], "").await;
     assert_eq!(status, 401, "a write signature does not allow reads");
-    let wsig = sign(
-        &format!("{dir}/signed.txt"),
-        Operation::Write,
-        "",
-        TOKEN,
-        None,
-    );
-    let (status, _, _) = a
-        .raw(
-            req(
-                "POST",
-                &format!(
-                    "/files?path={}&signature={}",
-                    enc(&format!("{dir}/signed.txt")),
-                    enc(&wsig)
-                ),
-            )
-            .header("content-type", "application/octet-stream")
-            .body(Full::new(Bytes::from_static(b"signed")))
-            .unwrap(),
-        )
-        .await;
+    let target = format!("{dir}/signed.txt");
+    let wsig = sign(&target, Operation::Write, "", TOKEN, None);
+    let uri = format!("/files?path={}&signature={}", enc(&target), enc(&wsig));
+    let (status, _) = a.send("POST", &uri, &[OCTETS], "signed").await;
     assert_eq!(status, 200);
-    let (status, _, _) = a
-        .raw(
-            req("GET", &format!("/files?path={dir}/nope"))
-                .header("x-access-token", TOKEN)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
+    let (status, _) = a
+        .send(
+            "GET",
+            &format!("/files?path={dir}/nope"),
+            &[TOKEN_HEADER],
+            "",
         )
         .await;
     assert_eq!(status, 404);
-    let (status, _, _) = a
-        .raw(
-            req("GET", &format!("/files?path={dir}"))
-                .header("x-access-token", TOKEN)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
+    let (status, _) = a
+        .send("GET", &format!("/files?path={dir}"), &[TOKEN_HEADER], "")
         .await;
     assert_eq!(status, 400);
     // Still healthy after all of it.
