@@ -224,18 +224,20 @@ async fn with_path<T: Send + 'static>(
     as_user(&user, move || f(&p)).await
 }
 
+/// The entry at `p` as a Stat/MakeDir/Move answer.
+fn entry_response(p: &Path) -> RpcResult<EntryResponse> {
+    Ok(EntryResponse {
+        entry: entry_info(p).map_err(|e| io_error(p, e))?,
+    })
+}
+
 pub async fn stat(
     agent: Agent,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> RpcResult<EntryResponse> {
     let req: PathRequest = rpc::decode_unary(&body)?;
-    with_path(&agent, &headers, &req.path, |p| {
-        Ok(EntryResponse {
-            entry: entry_info(p).map_err(|e| io_error(p, e))?,
-        })
-    })
-    .await
+    with_path(&agent, &headers, &req.path, entry_response).await
 }
 
 pub async fn make_dir(
@@ -261,9 +263,7 @@ pub async fn make_dir(
             Err(_) => {}
         }
         std::fs::create_dir_all(p).map_err(|e| io_error(p, e))?;
-        Ok(EntryResponse {
-            entry: entry_info(p).map_err(|e| io_error(p, e))?,
-        })
+        entry_response(p)
     })
     .await
 }
@@ -285,9 +285,7 @@ pub async fn move_entry(
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
         }
         std::fs::rename(&src, &dst).map_err(|e| io_error(&src, e))?;
-        Ok(EntryResponse {
-            entry: entry_info(&dst).map_err(|e| io_error(&dst, e))?,
-        })
+        entry_response(&dst)
     })
     .await
 }

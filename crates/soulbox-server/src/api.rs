@@ -299,7 +299,7 @@ async fn connect(
         st.store.set_end(&r.id, end.max(r.end_at_ms)).await?;
         StatusCode::OK
     };
-    let r = find(&st, &team, &id).await?;
+    // The answer names the sandbox and its token, which a resume does not change.
     Ok((status, Json(sandbox_json(&st, &r))).into_response())
 }
 
@@ -318,7 +318,6 @@ async fn resume(
     }
     let end = now_ms() + check_timeout(req.timeout.unwrap_or(15))? * 1000;
     resume_sandbox(&st, &r.id, end).await?;
-    let r = find(&st, &team, &id).await?;
     Ok((StatusCode::CREATED, Json(sandbox_json(&st, &r))).into_response())
 }
 

@@ -162,16 +162,4 @@ impl WarmPool {
         }
         Ok(info)
     }
-
-    /// Sandboxes waiting in the pool (killed with the runtime at shutdown).
-    pub fn len(&self) -> usize {
-        self.ready
-            .lock()
-            .map(|r| r.values().map(VecDeque::len).sum())
-            .unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
