@@ -174,10 +174,16 @@ fn errors_say_what_to_do() {
     let e = stderr(run(soulbox(h)
         .args(["connect", "x"])
         .stdin(std::process::Stdio::null())));
+    assert!(e.contains("no sandbox 'x'"), "{e}");
+    let id = create(h);
+    let e = stderr(run(soulbox(h)
+        .args(["connect", &id])
+        .stdin(std::process::Stdio::null())));
     assert!(
-        e.contains("no sandbox") || e.contains("needs a terminal"),
+        e.contains("needs a terminal") && e.contains("soulbox exec"),
         "{e}"
     );
+    ok(soulbox(h).args(["sandbox", "kill", &id]));
 }
 
 #[test]

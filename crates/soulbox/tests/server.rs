@@ -69,6 +69,18 @@ async fn create(addr: SocketAddr) -> (String, String) {
     )
 }
 
+/// Kills a sandbox of the test team through the API.
+async fn kill(addr: SocketAddr, id: &str) {
+    let path = format!("/sandboxes/{id}");
+    let (status, body) = http(addr, "DELETE", &path, &[("X-API-KEY", KEY)], b"").await;
+    assert_eq!(status, 204, "{body}");
+}
+
+/// A request as the other team.
+async fn as_other(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http(addr, method, path, &[("X-API-KEY", OTHER_KEY)], b"").await
+}
+
 #[tokio::test]
 async fn bad_requests_get_e2b_errors() {
     let addr = server().await;
@@ -125,42 +137,12 @@ async fn bad_requests_get_e2b_errors() {
 async fn teams_do_not_see_each_other() {
     let addr = server().await;
     let (id, _) = create(addr).await;
-    let (status, _) = http(
-        addr,
-        "GET",
-        &format!("/sandboxes/{id}"),
-        &[("X-API-KEY", OTHER_KEY)],
-        b"",
-    )
-    .await;
-    assert_eq!(status, 404);
-    let (status, _) = http(
-        addr,
-        "DELETE",
-        &format!("/sandboxes/{id}"),
-        &[("X-API-KEY", OTHER_KEY)],
-        b"",
-    )
-    .await;
-    assert_eq!(status, 404);
-    let (_, body) = http(
-        addr,
-        "GET",
-        "/v2/sandboxes",
-        &[("X-API-KEY", OTHER_KEY)],
-        b"",
-    )
-    .await;
+    let path = format!("/sandboxes/{id}");
+    assert_eq!(as_other(addr, "GET", &path).await.0, 404);
+    assert_eq!(as_other(addr, "DELETE", &path).await.0, 404);
+    let (_, body) = as_other(addr, "GET", "/v2/sandboxes").await;
     assert!(!body.contains(&id));
-    let (status, _) = http(
-        addr,
-        "DELETE",
-        &format!("/sandboxes/{id}"),
-        &[("X-API-KEY", KEY)],
-        b"",
-    )
-    .await;
-    assert_eq!(status, 204);
+    kill(addr, &id).await;
 }
 
 #[tokio::test]
@@ -187,15 +169,7 @@ async fn the_envd_token_is_enforced_through_the_proxy() {
     assert_eq!(status, 204);
     let (status, _) = http(addr, "GET", "/files?path=/etc/hostname", &route, b"").await;
     assert_eq!(status, 401);
-    let (status, _) = http(
-        addr,
-        "DELETE",
-        &format!("/sandboxes/{id}"),
-        &[("X-API-KEY", KEY)],
-        b"",
-    )
-    .await;
-    assert_eq!(status, 204);
+    kill(addr, &id).await;
 }
 
 #[tokio::test]
@@ -232,8 +206,7 @@ async fn pause_resume_and_their_conflicts() {
     assert_eq!(json(&body)["sandboxID"], id.as_str());
     let (_, body) = http(addr, "GET", &format!("/sandboxes/{id}"), &key, b"").await;
     assert_eq!(json(&body)["state"], "running");
-    let (status, _) = http(addr, "DELETE", &format!("/sandboxes/{id}"), &key, b"").await;
-    assert_eq!(status, 204);
+    kill(addr, &id).await;
 }
 
 #[tokio::test]
@@ -300,15 +273,7 @@ async fn a_client_that_leaves_mid_stream_leaves_the_process_running() {
     )
     .await;
     assert!(list.1.contains("sleep 60"), "{list:?}");
-    let (status, _) = http(
-        addr,
-        "DELETE",
-        &format!("/sandboxes/{id}"),
-        &[("X-API-KEY", KEY)],
-        b"",
-    )
-    .await;
-    assert_eq!(status, 204);
+    kill(addr, &id).await;
 }
 
 #[tokio::test]
@@ -347,14 +312,6 @@ async fn a_thousand_open_streams() {
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
     drop(streams);
     for (id, _) in sandboxes.iter() {
-        let (status, _) = http(
-            addr,
-            "DELETE",
-            &format!("/sandboxes/{id}"),
-            &[("X-API-KEY", KEY)],
-            b"",
-        )
-        .await;
-        assert_eq!(status, 204);
+        kill(addr, id).await;
     }
 }
