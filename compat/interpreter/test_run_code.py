@@ -153,3 +153,19 @@ def test_bash_kernel_env_vars_apply_to_one_execution(sbx):
     assert sbx.run_code("echo $ONLY_NOW", context=ctx, envs={"ONLY_NOW": "it's here"}).logs.stdout == ["it's here\n"]
     assert sbx.run_code("echo \"[${ONLY_NOW-unset}]\"", context=ctx).logs.stdout == ["[unset]\n"]
     sbx.remove_code_context(ctx)
+
+
+def test_kernel_sockets_are_private(sbx):
+    assert sbx.run_code("1 + 1").text == "2"
+    # The kernels' channels are unix (IPC) sockets; the only TCP listeners are loopback ones
+    # (ipykernel's own pipe for output of forked subprocesses, keyed per kernel) …
+    tcp = sbx.commands.run("cat /proc/net/tcp /proc/net/tcp6").stdout.splitlines()
+    listening = [l.split()[1] for l in tcp if l.split()[3:4] == ["0A"]]
+    loopback = ("0100007F:", "00000000000000000000000001000000:")
+    assert all(a.startswith(loopback) for a in listening), listening
+    # … and the channels live in directories only the kernel's user can enter.
+    dirs = sbx.commands.run("ls -d /tmp/soulbox-kernel-*").stdout.split()
+    assert dirs
+    probe = "; ".join(f"ls {d}/ >/dev/null 2>&1 && echo open:{d}" for d in dirs) + "; true"
+    assert sbx.commands.run(probe, user="nobody").stdout == ""
+    assert "open:" in sbx.commands.run(probe, user="user").stdout  # positive control

@@ -74,7 +74,7 @@ class Kernel:
     def __init__(self, language, cwd):
         self.language = language
         # IPC (unix sockets in a private directory) rather than TCP on loopback: faster, and
-        # no other process in the sandbox can connect to the kernel's ports.
+        # other users in the sandbox cannot connect to the kernel's channels.
         self.km = KernelManager(kernel_name=KERNELS.get(language, language), transport="ipc",
                                 ip=os.path.join(tempfile.mkdtemp(prefix="soulbox-kernel-"), "k"))
         self.cwd = cwd
