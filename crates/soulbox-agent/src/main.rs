@@ -1,8 +1,9 @@
 //! soulbox-agent: the daemon inside every sandbox.
 //!
 //! It runs as the sandbox's PID 1 (reaping orphans, forwarding termination to the processes it
-//! started) and serves E2B's envd protocol on a unix socket that the host reaches through a
-//! bind mount. Built as a static executable so it runs in any root filesystem.
+//! started) and serves E2B's envd protocol on a unix socket that the launcher made at a host
+//! path and hands over as a descriptor (`--listen-fd`); tests run it on a path (`--socket`).
+//! Built as a static executable so it runs in any root filesystem.
 
 use soulbox_agent::{reaper, server, state::Agent};
 use soulbox_protocol::init::InitSpec;
@@ -12,19 +13,30 @@ use std::path::PathBuf;
 
 struct Args {
     socket: PathBuf,
+    listen_fd: Option<i32>,
     init_fd: Option<i32>,
 }
 
+/// Where the agent logs once it serves: inside the sandbox, on its own disk.
+const LOG_IN_SANDBOX: &str = "/.soulbox/agent.log";
+
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        socket: PathBuf::from(soulbox_protocol::AGENT_RUN_IN_SANDBOX)
-            .join(soulbox_protocol::AGENT_SOCKET_NAME),
+        socket: PathBuf::from(soulbox_protocol::AGENT_SOCKET_NAME),
+        listen_fd: None,
         init_fd: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--socket" => args.socket = it.next().ok_or("--socket needs a path")?.into(),
+            "--listen-fd" => {
+                args.listen_fd = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or("--listen-fd needs a number")?,
+                )
+            }
             "--init-fd" => {
                 args.init_fd = Some(
                     it.next()
@@ -74,7 +86,7 @@ fn main() {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?
-            .block_on(run(args.socket, init))
+            .block_on(run(args, init))
     });
     if let Err(e) = result {
         eprintln!("soulbox-agent: {e}");
@@ -82,11 +94,50 @@ fn main() {
     }
 }
 
-async fn run(socket: PathBuf, init: InitSpec) -> Result<(), String> {
+fn listener(args: &Args) -> Result<tokio::net::UnixListener, String> {
+    match args.listen_fd {
+        Some(fd) => {
+            // SAFETY: the launcher passes this listening socket to us open; we own it alone.
+            let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            // The launcher cleared close-on-exec to pass it; no command may inherit it.
+            nix::fcntl::fcntl(
+                &l,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| format!("listening socket: {e}"))?;
+            l.set_nonblocking(true)
+                .map_err(|e| format!("listening socket: {e}"))?;
+            tokio::net::UnixListener::from_std(l).map_err(|e| format!("listening socket: {e}"))
+        }
+        None => {
+            let _ = std::fs::remove_file(&args.socket);
+            tokio::net::UnixListener::bind(&args.socket)
+                .map_err(|e| format!("binding {}: {e}", args.socket.display()))
+        }
+    }
+}
+
+/// Points stderr at the log inside the sandbox. Until now it was the runtime's pipe, which
+/// carries start-up errors; the runtime stops reading once the agent answers.
+fn log_inside() {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(LOG_IN_SANDBOX)
+        .or_else(|_| std::fs::File::options().write(true).open("/dev/null"));
+    if let Ok(f) = f {
+        // SAFETY: dup2 of a descriptor we own onto stderr.
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    }
+}
+
+async fn run(args: Args, init: InitSpec) -> Result<(), String> {
     reaper::start().map_err(|e| format!("installing the SIGCHLD handler: {e}"))?;
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .map_err(|e| format!("binding {}: {e}", socket.display()))?;
+    let listener = listener(&args)?;
+    if args.listen_fd.is_some() {
+        log_inside();
+    }
     let agent = Agent::new(init);
     let app = server::router(agent.clone());
     soulbox_agent::interpreter::Contexts::prewarm(agent.clone());

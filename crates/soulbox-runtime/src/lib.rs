@@ -4,6 +4,7 @@
 pub mod agent_client;
 pub mod cgroup;
 mod fs_util;
+pub mod ids;
 pub mod jail;
 pub mod network;
 pub mod ns;

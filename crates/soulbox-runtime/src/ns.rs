@@ -1,12 +1,14 @@
 //! The Linux-namespace backend.
 //!
-//! A sandbox is a directory `<data>/sandboxes/<id>/` (writable-layer image, agent socket
-//! directory, mount points), a cgroup per controller, optionally a pooled network slot, and a
-//! process tree whose init is the agent. Everything else (mounts, loop device) lives only in
-//! the sandbox's own mount namespace and disappears with its last process.
+//! A sandbox is a host-only directory `<data>/sandboxes/<id>/` (writable-layer image, the
+//! agent's socket, mount points), a host id range of its own, a cgroup per controller,
+//! optionally a pooled network slot, and a process tree whose init is the agent. Everything
+//! else (mounts, loop device) lives only in the sandbox's own mount namespace and disappears
+//! with its last process. Nothing in the directory is reachable from inside the sandbox.
 
 use crate::agent_client::AgentClient;
 use crate::cgroup::{self, CgroupManager};
+use crate::ids::IdRanges;
 use crate::jail::{LaunchResult, LaunchSpec, UpperLayer};
 use crate::network::{NetworkPool, Slot};
 use crate::template::TemplateStore;
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,8 +38,13 @@ pub enum WritableLayer {
     Tmpfs,
 }
 
-/// Host uid/gid that sandbox root maps to by default; 65536 ids from here are sandboxes'.
-pub const DEFAULT_ID_BASE: u32 = 100_000;
+/// First host id of the sandboxes' id ranges (65536 ids each, one range per sandbox), far above
+/// the ids of host users and of the usual subordinate ranges (/etc/subuid from 100000).
+pub const DEFAULT_ID_BASE: u32 = 1 << 30;
+/// How many id ranges: enough for `DEFAULT_ID_BASE` ranges to end below 2^31.
+pub const DEFAULT_ID_RANGES: u32 = 16383;
+/// Terminals one sandbox may hold at once.
+pub const DEFAULT_PTY_MAX: u32 = 256;
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -46,8 +53,11 @@ pub struct RuntimeConfig {
     pub agent: PathBuf,
     /// A program that runs the launcher when called as `<launcher> __launch`.
     pub launcher: PathBuf,
-    /// Host uid/gid of sandbox root; 65536 ids from here are the sandbox's.
+    /// First host id of the sandboxes' id ranges; each sandbox gets 65536 ids of its own.
     pub id_base: u32,
+    pub id_ranges: u32,
+    /// Pseudo-terminals per sandbox.
+    pub pty_max: u32,
     pub writable_layer: WritableLayer,
     pub cgroup_root: PathBuf,
     pub seccomp: bool,
@@ -60,6 +70,8 @@ impl RuntimeConfig {
             agent,
             launcher,
             id_base: DEFAULT_ID_BASE,
+            id_ranges: DEFAULT_ID_RANGES,
+            pty_max: DEFAULT_PTY_MAX,
             writable_layer: WritableLayer::Ext4,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             seccomp: true,
@@ -70,12 +82,17 @@ impl RuntimeConfig {
 struct Entry {
     info: SandboxInfo,
     slot: Option<Slot>,
+    /// First host id of the sandbox's id range.
+    ids: u32,
 }
 
 pub struct NsBackend {
     cfg: RuntimeConfig,
     cgroups: Arc<dyn CgroupManager>,
     net: Arc<NetworkPool>,
+    ids: IdRanges,
+    /// The read-only layer that holds `/.soulbox/agent`, topmost in every sandbox.
+    agent_layer: PathBuf,
     templates: TemplateStore,
     sandboxes: Mutex<HashMap<String, Entry>>,
     /// Held for the runtime's life: one runtime per data directory and host.
@@ -141,8 +158,11 @@ impl NsBackend {
             }
         }
         let cgroups: Arc<dyn CgroupManager> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
+        let agent_layer = agent_layer(&cfg.data_dir, &cfg.agent)?;
         let backend = NsBackend {
-            templates: TemplateStore::new(&cfg.data_dir, cfg.id_base),
+            templates: TemplateStore::new(&cfg.data_dir),
+            ids: IdRanges::new(cfg.id_base, cfg.id_ranges),
+            agent_layer,
             cfg,
             cgroups,
             net: Arc::new(NetworkPool::default()),
@@ -226,19 +246,21 @@ impl NsBackend {
         id: &str,
         spec: &SandboxSpec,
         guard: &mut CreateGuard,
-    ) -> Result<(i32, PathBuf)> {
+    ) -> Result<(i32, PathBuf, ChildStderr)> {
         spec.limits.validate()?;
         let template = self.templates.get(&spec.template)?;
         let dir = self.sandbox_dir(id);
         std::fs::create_dir(&dir).map_err(io_err(&dir))?;
         guard.dir = Some(dir.clone());
-        let run = dir.join("run");
-        std::fs::create_dir(&run).map_err(io_err(&run))?;
-        // Only sandbox root may reach the agent's socket from inside.
-        std::os::unix::fs::chown(&run, Some(self.cfg.id_base), Some(self.cfg.id_base))
-            .map_err(io_err(&run))?;
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err(&run))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&dir))?;
+        let ids = self.ids.acquire().ok_or_else(|| {
+            RuntimeError::Launch(format!(
+                "all {} sandbox id ranges are in use",
+                self.cfg.id_ranges
+            ))
+        })?;
+        guard.ids = Some(ids);
 
         let upper = match self.cfg.writable_layer {
             WritableLayer::Ext4 => {
@@ -256,16 +278,20 @@ impl NsBackend {
         if spec.internet {
             guard.slot = Some(self.net.acquire()?);
         }
+        let socket = dir.join(soulbox_protocol::AGENT_SOCKET_NAME);
         let launch = LaunchSpec {
             id: id.to_string(),
-            layers: template.layers.clone(),
+            layers: std::iter::once(self.agent_layer.clone())
+                .chain(template.layers.iter().cloned())
+                .collect(),
             dir: dir.clone(),
             upper,
-            agent: self.cfg.agent.clone(),
+            socket: socket.clone(),
             cgroup_procs,
             netns: guard.slot.as_ref().map(|s| s.netns_path()),
-            id_base: self.cfg.id_base,
+            id_base: ids,
             nofile: spec.limits.nofile,
+            pty_max: self.cfg.pty_max,
             seccomp: self.cfg.seccomp,
             init: InitSpec {
                 env_vars: spec.env_vars.clone(),
@@ -274,18 +300,20 @@ impl NsBackend {
                 default_workdir: None,
             },
         };
-        let pid = self.launch(&launch)?;
+        let (pid, stderr) = self.launch(&launch)?;
         guard.pid = Some(pid);
-        Ok((pid, run.join(soulbox_protocol::AGENT_SOCKET_NAME)))
+        Ok((pid, socket, stderr))
     }
 
-    fn launch(&self, spec: &LaunchSpec) -> Result<i32> {
+    /// Runs the launcher; returns the init's pid and the agent's stderr (its start-up errors;
+    /// the agent moves its log into the sandbox once it serves).
+    fn launch(&self, spec: &LaunchSpec) -> Result<(i32, ChildStderr)> {
         let json = serde_json::to_vec(spec).map_err(|e| RuntimeError::Launch(e.to_string()))?;
         let mut child = Command::new(&self.cfg.launcher)
             .arg("__launch")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
                 RuntimeError::Launch(format!("running {}: {e}", self.cfg.launcher.display()))
@@ -295,22 +323,29 @@ impl NsBackend {
                 .write_all(&json)
                 .map_err(|e| RuntimeError::Launch(format!("sending the launch spec: {e}")))?;
         }
-        let out = child
-            .wait_with_output()
+        let stderr = child.stderr.take();
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        }
+        let status = child
+            .wait()
             .map_err(|e| RuntimeError::Launch(e.to_string()))?;
-        let line = String::from_utf8_lossy(&out.stdout);
-        match serde_json::from_str::<LaunchResult>(line.trim()) {
-            Ok(LaunchResult::Started { pid }) => Ok(pid),
-            Ok(LaunchResult::Failed { error }) => Err(RuntimeError::Launch(error)),
-            Err(_) => Err(RuntimeError::Launch(format!(
-                "launcher exited with {} and said: {line}",
-                out.status
-            ))),
+        let result = serde_json::from_str::<LaunchResult>(out.trim());
+        match (result, stderr) {
+            (Ok(LaunchResult::Started { pid }), Some(stderr)) => Ok((pid, stderr)),
+            (Ok(LaunchResult::Failed { error }), _) => Err(RuntimeError::Launch(error)),
+            (_, stderr) => {
+                let said = stderr.map(read_tail).unwrap_or_default();
+                Err(RuntimeError::Launch(format!(
+                    "launcher exited with {status} and said: {out}{said}"
+                )))
+            }
         }
     }
 
     /// Kills and removes everything of a sandbox; blocking, idempotent.
-    fn teardown(&self, id: &str, pid: Option<i32>, slot: Option<Slot>) {
+    fn teardown(&self, id: &str, pid: Option<i32>, slot: Option<Slot>, ids: Option<u32>) {
         if let Some(pid) = pid {
             let pid = Pid::from_raw(pid);
             // Killing a pid namespace's init kills every process in it.
@@ -324,19 +359,31 @@ impl NsBackend {
             self.net.release(slot);
         }
         remove_sandbox_dir(&self.sandbox_dir(id));
+        // Only once every process of the range is gone may another sandbox have its ids.
+        if let Some(ids) = ids {
+            self.ids.release(ids);
+        }
     }
 }
 
 /// Removes a sandbox directory without ever descending into a mount point: `root/` and
 /// `upper/` are only removed if empty, so a stray mount can never lead to deleting a template.
 fn remove_sandbox_dir(dir: &Path) {
-    for name in ["root", "upper"] {
-        let _ = std::fs::remove_dir(dir.join(name));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let is_layer_mount = name
+                .strip_prefix('l')
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+            if name == "root" || name == "upper" || is_layer_mount {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
     }
-    for name in ["upper.img", "agent.log", "run/agent.sock"] {
+    for name in ["upper.img", soulbox_protocol::AGENT_SOCKET_NAME] {
         let _ = std::fs::remove_file(dir.join(name));
     }
-    let _ = std::fs::remove_dir(dir.join("run"));
     if let Err(e) = std::fs::remove_dir(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), "sandbox directory not removed: {e}");
@@ -351,6 +398,50 @@ struct CreateGuard {
     cgroup: Option<String>,
     slot: Option<Slot>,
     pid: Option<i32>,
+    ids: Option<u32>,
+}
+
+/// The last 16 KiB of what a pipe carries until its writers are gone.
+fn read_tail(r: impl std::io::Read) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let _ = r.take(1 << 20).read_to_end(&mut buf);
+    let start = buf.len().saturating_sub(16 << 10);
+    String::from_utf8_lossy(&buf[start..]).into_owned()
+}
+
+/// Makes (once per agent binary) the layer that puts the agent at `/.soulbox/agent`:
+/// `<data>/agent/<hash>/layer`, named by the binary's content hash.
+fn agent_layer(data_dir: &Path, agent: &Path) -> Result<PathBuf> {
+    use sha2::Digest;
+    let bytes = std::fs::read(agent).map_err(io_err(agent))?;
+    let hash: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let parent = data_dir.join("agent");
+    let dir = parent.join(&hash);
+    if dir.join("complete").exists() {
+        return Ok(dir.join("layer"));
+    }
+    let tmp = parent.join(format!(".making-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let bin_dir = tmp.join("layer").join(".soulbox");
+    std::fs::create_dir_all(&bin_dir).map_err(io_err(&bin_dir))?;
+    let bin = bin_dir.join("agent");
+    std::fs::write(&bin, &bytes).map_err(io_err(&bin))?;
+    for (p, mode) in [
+        (&bin, 0o755),
+        (&bin_dir, 0o755),
+        (&tmp.join("layer"), 0o755),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io_err(p))?;
+    }
+    std::fs::write(tmp.join("complete"), &hash).map_err(io_err(&tmp))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+    Ok(dir.join("layer"))
 }
 
 fn now_ms() -> u64 {
@@ -371,7 +462,7 @@ impl Backend for Arc<NsBackend> {
                 Ok(v) => Ok((v, guard)),
                 Err(e) => {
                     if guard.dir.is_some() || guard.cgroup.is_some() {
-                        me.teardown(&id2, guard.pid, guard.slot.take());
+                        me.teardown(&id2, guard.pid, guard.slot.take(), guard.ids);
                     }
                     Err(e)
                 }
@@ -379,20 +470,25 @@ impl Backend for Arc<NsBackend> {
         })
         .await
         .map_err(|e| RuntimeError::Launch(e.to_string()))?;
-        let ((pid, socket), mut guard) = started?;
+        let ((pid, socket, stderr), mut guard) = started?;
         if let Err(e) =
             AgentClient::wait_ready(&socket, spec.access_token.clone(), READY_TIMEOUT).await
         {
             let me = Arc::clone(self);
-            let (id2, slot) = (id.clone(), guard.slot.take());
-            let log = std::fs::read_to_string(self.sandbox_dir(&id).join("agent.log"))
-                .unwrap_or_default();
-            let _ = tokio::task::spawn_blocking(move || me.teardown(&id2, Some(pid), slot)).await;
+            let (id2, slot, ids) = (id.clone(), guard.slot.take(), guard.ids);
+            // The agent is killed first, so its stderr ends.
+            let log = tokio::task::spawn_blocking(move || {
+                me.teardown(&id2, Some(pid), slot, ids);
+                read_tail(stderr)
+            })
+            .await
+            .unwrap_or_default();
             return Err(RuntimeError::Launch(format!(
                 "{e}; agent log: {}",
                 log.trim()
             )));
         }
+        drop(stderr);
         let info = SandboxInfo {
             id: id.clone(),
             template: spec.template.clone(),
@@ -409,6 +505,7 @@ impl Backend for Arc<NsBackend> {
                 Entry {
                     info: info.clone(),
                     slot: guard.slot.take(),
+                    ids: guard.ids.unwrap_or(self.cfg.id_base),
                 },
             );
         }
@@ -424,9 +521,11 @@ impl Backend for Arc<NsBackend> {
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let me = Arc::clone(self);
         let id = id.to_string();
-        tokio::task::spawn_blocking(move || me.teardown(&id, Some(entry.info.pid), entry.slot))
-            .await
-            .map_err(|e| RuntimeError::Launch(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            me.teardown(&id, Some(entry.info.pid), entry.slot, Some(entry.ids))
+        })
+        .await
+        .map_err(|e| RuntimeError::Launch(e.to_string()))
     }
 
     fn get(&self, id: &str) -> Option<SandboxInfo> {

@@ -76,9 +76,12 @@ async fn template_layer_is_read_only_and_private() {
         text(&out.stdout).contains("No such file"),
         "another sandbox sees the write: {out:?}"
     );
-    // The layer's files are not writable even by sandbox root through another path.
+    // No other path leads to the layer, and `user` cannot change root's files.
     let out = a
-        .root("ls -d /proc/1/root/../lower 2>&1; touch /.soulbox/agent 2>&1; echo rc=$?")
+        .sh_as(
+            Some("user"),
+            "ls -d /proc/1/root/../l1 2>&1; touch /.soulbox/agent /etc/passwd 2>&1; echo rc=$?",
+        )
         .await;
     assert!(text(&out.stdout).contains("rc=1"), "{out:?}");
 }
@@ -91,11 +94,22 @@ async fn sandbox_root_is_not_host_root() {
         .await;
     let s = text(&out.stdout);
     assert!(s.starts_with("0\n"), "{s}");
-    assert!(s.contains("0     100000      65536"), "uid map: {s}");
+    // Sandbox root is an unprivileged host uid of the sandbox's own range.
+    let host_uid = std::fs::metadata(format!("/proc/{}", sb.info.pid))
+        .unwrap()
+        .uid();
+    assert!(
+        host_uid >= soulbox_runtime::ns::DEFAULT_ID_BASE,
+        "{host_uid}"
+    );
+    assert!(
+        s.contains(&format!("0 {host_uid}      65536")),
+        "uid map: {s}"
+    );
     let md = std::fs::metadata(format!("/proc/{}/root/tmp/owned-by-root", sb.info.pid)).unwrap();
     assert_eq!(
         md.uid(),
-        100_000,
+        host_uid,
         "sandbox root's file belongs to host uid {}",
         md.uid()
     );
@@ -257,26 +271,6 @@ async fn proc_and_sys_are_masked_and_read_only() {
     assert_eq!(l[1].trim(), "0", "/proc/keys is readable: {s}");
     assert_eq!(s.matches("rc=1").count(), 3, "a write went through: {s}");
     assert_eq!(l.last().unwrap().trim(), "0");
-}
-
-#[tokio::test]
-async fn agent_binary_and_socket_are_protected() {
-    let sb = Sandbox::new(small(), false).await;
-    let out = sb.root("echo x > /.soulbox/agent 2>&1; echo rc=$?; rm -f /.soulbox/agent 2>&1; echo rc=$?; cat /proc/1/comm").await;
-    let s = text(&out.stdout);
-    assert_eq!(s.matches("rc=1").count(), 2, "agent binary writable: {s}");
-    let out = sb
-        .sh_as(Some("user"), "ls /.soulbox/run 2>&1; echo rc=$?")
-        .await;
-    let s = text(&out.stdout);
-    assert!(
-        s.contains("Permission denied"),
-        "user reaches the agent socket: {s}"
-    );
-    // The socket answers sandbox root only with the token (when one is set); here no token:
-    // root reaching it is expected, and the agent keeps serving.
-    let out = sb.root("ls /.soulbox/run").await;
-    assert!(text(&out.stdout).contains("agent.sock"));
 }
 
 #[tokio::test]

@@ -1,22 +1,27 @@
 //! The launcher: runs in `soulbox __launch`, a fresh single-threaded process.
 //!
 //! 1. join the sandbox's cgroups and network namespace (or make a loopback-only one);
-//! 2. in a private mount namespace, as real root: writable layer, overlay root, `/dev`, `/sys`;
-//! 3. clone the init into new user, mount, pid, uts, ipc and cgroup namespaces;
-//! 4. map its ids, shield it from the OOM killer, and let it go;
-//! 5. the init mounts `/proc` and devpts, pivots into the root, drops privileges, installs
-//!    seccomp and execs the agent, which reads its init spec from fd 3.
+//! 2. make the sandbox's user namespace, owned by the sandbox's own host uid ([`userns`]);
+//! 3. in a private mount namespace, as real root: writable layer, id-mapped template layers,
+//!    overlay root, `/dev`, `/sys`; the agent's listening socket at a host-only path;
+//! 4. enter the user namespace and clone the init into new mount, pid, uts, ipc and cgroup
+//!    namespaces;
+//! 5. the init mounts `/proc` and devpts, pivots into the root, drops privileges, closes every
+//!    descriptor it does not pass, installs seccomp and execs the agent, which reads its init
+//!    spec from fd 3 and accepts on fd 4.
 //!
 //! Failures in the init travel back over a close-on-exec pipe: EOF means the exec happened.
 
 use super::mounts::{self, Result};
 use super::spec::{LaunchResult, LaunchSpec};
-use super::{seccomp, KEPT_CAPS};
+use super::{seccomp, userns, KEPT_CAPS};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::unistd::{pipe2, Pid};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Reads a `LaunchSpec` from stdin, builds the sandbox, prints a `LaunchResult`.
 pub fn run_launcher() -> i32 {
@@ -69,7 +74,9 @@ fn launch(spec: &LaunchSpec) -> Result<Pid> {
         None::<&str>,
     )
     .map_err(|e| format!("making mounts private: {e}"))?;
-    mounts::prepare_root(spec)?;
+    let ns = userns::create(spec.id_base)?;
+    mounts::prepare_root(spec, &ns)?;
+    let listener = agent_listener(&spec.socket)?;
 
     // Everything the init needs is prepared here, before the clone.
     let filters = if spec.seccomp {
@@ -78,25 +85,25 @@ fn launch(spec: &LaunchSpec) -> Result<Pid> {
         vec![]
     };
     let init_json = serde_json::to_vec(&spec.init).map_err(|e| e.to_string())?;
-    let (init_r, init_w) = pipe2(OFlag::empty()).map_err(|e| format!("pipe: {e}"))?;
-    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (init_r, init_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let root = mounts::root_dir(spec);
     let null = std::fs::File::options()
         .read(true)
         .write(true)
         .open("/dev/null")
         .map_err(|e| format!("/dev/null: {e}"))?;
-    let log_path = spec.dir.join("agent.log");
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let stdio = (OwnedFd::from(null), OwnedFd::from(log));
+    let fds = InitFds {
+        null: OwnedFd::from(null),
+        init: init_r,
+        listener,
+    };
 
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
+    // From here on this process acts inside the sandbox's user namespace: the namespaces
+    // cloned below belong to it, so sandbox root has no power over anything of the host's.
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("entering the user namespace: {e}"))?;
+    drop(ns);
+    let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
@@ -117,33 +124,24 @@ fn launch(spec: &LaunchSpec) -> Result<Pid> {
         return Err(format!("clone: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        drop((go_w, err_r, init_w));
-        let e = init(spec, &root, &filters, go_r, init_r, stdio).unwrap_err();
+        drop((err_r, init_w));
+        let e = init(spec, &filters, fds).unwrap_err();
         let mut w = std::fs::File::from(err_w);
         let _ = w.write_all(e.as_bytes());
         // SAFETY: leave without running the parent's destructors or atexit handlers.
         unsafe { libc::_exit(127) };
     }
     let pid = Pid::from_raw(pid as i32);
-    drop((go_r, err_w, init_r, stdio));
+    drop((err_w, fds));
     let fail = |e: String| {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
         e
     };
-
-    let map = format!("0 {} 65536\n", spec.id_base);
-    for f in ["uid_map", "gid_map"] {
-        std::fs::write(format!("/proc/{pid}/{f}"), &map)
-            .map_err(|e| fail(format!("writing {f}: {e}")))?;
-    }
     let mut w = std::fs::File::from(init_w);
     w.write_all(&init_json)
         .map_err(|e| fail(format!("writing init spec: {e}")))?;
     drop(w);
-    std::fs::File::from(go_w)
-        .write_all(b"g")
-        .map_err(|e| fail(format!("releasing init: {e}")))?;
 
     let mut msg = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
@@ -153,24 +151,42 @@ fn launch(spec: &LaunchSpec) -> Result<Pid> {
     Ok(pid)
 }
 
+/// The agent's listening socket, made here at a host path the sandbox never sees, and handed
+/// to the agent as a descriptor: the host connects to what the launcher made, whatever sandbox
+/// root does inside.
+fn agent_listener(path: &Path) -> Result<OwnedFd> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("agent socket: {e}"))?;
+    let _ = std::fs::remove_file(path);
+    let addr = nix::sys::socket::UnixAddr::new(path)
+        .map_err(|e| format!("agent socket {}: {e}", path.display()))?;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    listen(&fd, Backlog::MAXCONN).map_err(|e| format!("listen: {e}"))?;
+    Ok(fd)
+}
+
+/// Descriptors the init hands to the agent; everything else is closed before the exec.
+struct InitFds {
+    null: OwnedFd,
+    init: OwnedFd,
+    listener: OwnedFd,
+}
+
 /// In the child: returns only on failure.
-fn init(
-    spec: &LaunchSpec,
-    root: &std::path::Path,
-    filters: &[seccompiler::BpfProgram],
-    go: OwnedFd,
-    init_fd: OwnedFd,
-    stdio: (OwnedFd, OwnedFd),
-) -> Result<()> {
-    let mut b = [0u8; 1];
-    std::fs::File::from(go)
-        .read_exact(&mut b)
-        .map_err(|e| format!("waiting for id maps: {e}"))?;
+fn init(spec: &LaunchSpec, filters: &[seccompiler::BpfProgram], fds: InitFds) -> Result<()> {
     nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::sethostname(&spec.id).map_err(|e| format!("sethostname: {e}"))?;
-    mounts::finish_root(root)?;
+    mounts::finish_root(spec.pty_max)?;
 
     let nofile = nix::sys::resource::Resource::RLIMIT_NOFILE;
     // Raising past the inherited hard limit needs CAP_SYS_RESOURCE on the host: never exceed it.
@@ -178,22 +194,20 @@ fn init(
         nix::sys::resource::getrlimit(nofile).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
     let n = spec.nofile.min(hard);
     nix::sys::resource::setrlimit(nofile, n, n).map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
-    // stdin and stdout from /dev/null, stderr to the agent's log, the init spec on fd 3.
-    let moves = [
-        (stdio.0.as_raw_fd(), 0),
-        (stdio.0.as_raw_fd(), 1),
-        (stdio.1.as_raw_fd(), 2),
-        (init_fd.as_raw_fd(), 3),
-    ];
-    for (from, to) in moves {
-        // SAFETY: both descriptors are open; dup2 onto a fixed number is what exec expects.
-        if from != to && unsafe { libc::dup2(from, to) } < 0 {
-            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
-        }
+    // stdin and stdout from /dev/null, stderr stays the launcher's (the runtime reads the
+    // agent's start-up errors there), the init spec on fd 3, the listening socket on fd 4.
+    let (null, init, listener) = (
+        fds.null.as_raw_fd(),
+        fds.init.as_raw_fd(),
+        fds.listener.as_raw_fd(),
+    );
+    place_fds(&[(null, 0), (null, 1), (init, 3), (listener, 4)])?;
+    // Nothing else crosses into the sandbox, whatever the server inherited.
+    // SAFETY: close_range on a range of descriptors; none of them is used afterwards.
+    if unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) } < 0 {
+        return Err(format!("close_range: {}", std::io::Error::last_os_error()));
     }
-    if init_fd.as_raw_fd() == 3 {
-        std::mem::forget(init_fd);
-    }
+    std::mem::forget(fds);
     drop_capabilities()?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     seccomp::install(filters)?;
@@ -203,12 +217,35 @@ fn init(
         c"soulbox-agent".as_ptr(),
         c"--init-fd".as_ptr(),
         c"3".as_ptr(),
+        c"--listen-fd".as_ptr(),
+        c"4".as_ptr(),
         std::ptr::null(),
     ];
     let envp = [std::ptr::null()];
     // SAFETY: NUL-terminated argv/envp of static C strings.
     unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     Err(format!("exec agent: {}", std::io::Error::last_os_error()))
+}
+
+/// Puts each `(from, to)` descriptor at `to`, without close-on-exec. Sources are first copied
+/// above every target, so one move never clobbers another's source.
+fn place_fds(moves: &[(i32, i32)]) -> Result<()> {
+    let mut high = Vec::with_capacity(moves.len());
+    for &(from, _) in moves {
+        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one (or -1).
+        let fd = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 64) };
+        if fd < 0 {
+            return Err(format!("dup: {}", std::io::Error::last_os_error()));
+        }
+        high.push(fd);
+    }
+    for (&fd, &(_, to)) in high.iter().zip(moves) {
+        // SAFETY: dup2 of an open descriptor onto a fixed number; clears close-on-exec.
+        if unsafe { libc::dup2(fd, to) } < 0 {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 fn drop_capabilities() -> Result<()> {

@@ -11,9 +11,12 @@ mod loopdev;
 mod mounts;
 pub mod seccomp;
 pub mod spec;
+mod tree;
+mod userns;
 
 pub use launch::run_launcher;
 pub use spec::{LaunchResult, LaunchSpec, UpperLayer};
+pub use userns::RANGE as ID_RANGE;
 
 /// Capabilities sandbox root keeps (Docker's default set). All others are dropped from every
 /// set, including the bounding set, before the agent runs.

@@ -1,12 +1,13 @@
 //! Mount steps. `prepare_root` runs as real root in the launcher's private mount namespace;
 //! `finish_root` runs in the sandbox's init, inside its user and pid namespaces.
 
-use super::loopdev;
 use super::spec::{LaunchSpec, UpperLayer};
+use super::{loopdev, tree};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chown, Gid, Uid};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
@@ -61,12 +62,33 @@ pub fn root_dir(spec: &LaunchSpec) -> PathBuf {
     spec.dir.join("root")
 }
 
-/// Writable layer, overlay root, the agent's binary and socket directory, `/dev` and `/sys`.
-pub fn prepare_root(spec: &LaunchSpec) -> Result<()> {
+/// A directory `name` right under the fresh overlay root, to mount on. The root comes from
+/// template layers (custom templates are untrusted), so a symlink there is refused, never
+/// followed: the mount must land inside the sandbox.
+fn mount_point(root: &Path, name: &str) -> Result<PathBuf> {
+    let p = root.join(name);
+    match std::fs::symlink_metadata(&p) {
+        Ok(md) if md.is_dir() => Ok(p),
+        Ok(_) => Err(format!("the template's /{name} is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ctx(std::fs::create_dir(&p), || format!("mkdir {}", p.display()))?;
+            Ok(p)
+        }
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+/// Writable layer, id-mapped layers, overlay root, `/dev` and `/sys`. Paths of the overlay's
+/// layers are given relative to the sandbox directory, so the sandbox's mountinfo names no
+/// host path.
+pub fn prepare_root(spec: &LaunchSpec, userns: &OwnedFd) -> Result<()> {
     let (uid, gid) = (Uid::from_raw(spec.id_base), Gid::from_raw(spec.id_base));
-    let upper_mnt = spec.dir.join("upper");
+    ctx(nix::unistd::chdir(&spec.dir), || {
+        format!("chdir {}", spec.dir.display())
+    })?;
+    let upper_mnt = Path::new("upper");
     let root = root_dir(spec);
-    for d in [&upper_mnt, &root] {
+    for d in [upper_mnt, &root] {
         ctx(std::fs::create_dir_all(d), || {
             format!("mkdir {}", d.display())
         })?;
@@ -79,7 +101,7 @@ pub fn prepare_root(spec: &LaunchSpec) -> Result<()> {
             let dev = dev.to_string_lossy().into_owned();
             mnt(
                 Some(&dev),
-                &upper_mnt,
+                upper_mnt,
                 Some("ext4"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 None,
@@ -89,7 +111,7 @@ pub fn prepare_root(spec: &LaunchSpec) -> Result<()> {
             let opts = format!("size={size_bytes},mode=0755");
             mnt(
                 Some("tmpfs"),
-                &upper_mnt,
+                upper_mnt,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 Some(&opts),
@@ -105,60 +127,59 @@ pub fn prepare_root(spec: &LaunchSpec) -> Result<()> {
             format!("chown {}", d.display())
         })?;
     }
-    let lower = spec
-        .layers
-        .iter()
-        .map(|l| l.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(":");
+    let mut lower = Vec::with_capacity(spec.layers.len());
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let at = PathBuf::from(format!("l{i}"));
+        ctx(std::fs::create_dir_all(&at), || {
+            format!("mkdir {}", at.display())
+        })?;
+        let t = tree::clone(layer)?;
+        tree::idmap(&t, userns)?;
+        tree::attach(&t, &at)?;
+        lower.push(at.to_string_lossy().into_owned());
+    }
     let opts = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
         up.display(),
         work.display()
     );
     mnt(
         Some("overlay"),
-        &root,
+        Path::new("root"),
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         Some(&opts),
     )?;
 
-    // The agent: read-only binary, socket directory closed to everyone but sandbox root.
-    let agent_dir = root.join(".soulbox");
-    let (agent_bin, run) = (agent_dir.join("agent"), agent_dir.join("run"));
-    ctx(std::fs::create_dir_all(&run), || {
-        format!("mkdir {}", run.display())
-    })?;
-    if !agent_bin.exists() {
-        ctx(std::fs::write(&agent_bin, b""), || {
-            format!("create {}", agent_bin.display())
-        })?;
-    }
-    bind(
-        &spec.agent,
-        &agent_bin,
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-    )?;
-    bind(
-        &spec.dir.join("run"),
-        &run,
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-    )?;
-
-    prepare_dev(&root.join("dev"), spec.id_base)?;
-    let sys = root.join("sys");
-    ctx(std::fs::create_dir_all(&sys), || "mkdir sys".into())?;
+    prepare_dev(&mount_point(&root, "dev")?, spec.id_base)?;
+    let sys = mount_point(&root, "sys")?;
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt(Some("sysfs"), &sys, Some("sysfs"), ro, None)?;
-    for masked in ["firmware", "kernel/security", "kernel/debug", "fs/cgroup"] {
+    for masked in SYS_MASKED {
         let p = sys.join(masked);
         if p.is_dir() {
             mnt(Some("tmpfs"), &p, Some("tmpfs"), ro, Some("size=0"))?;
         }
     }
+    mount_point(&root, "proc")?;
+    // The init starts here: it cannot walk the host path to the root.
+    ctx(nix::unistd::chdir(&root), || "chdir root".into())?;
     Ok(())
 }
+
+/// Paths of /sys hidden behind an empty read-only tmpfs: firmware and security interfaces, and
+/// the host's block devices (one loop device per sandbox that ever ran).
+const SYS_MASKED: &[&str] = &[
+    "firmware",
+    "kernel/security",
+    "kernel/debug",
+    "fs/cgroup",
+    "block",
+    "class/block",
+    "dev/block",
+    "devices/virtual/block",
+];
 
 /// A minimal `/dev`: a few character devices, `pts`, `shm`, and the usual symlinks.
 fn prepare_dev(dev: &Path, id_base: u32) -> Result<()> {
@@ -253,20 +274,26 @@ const PROC_MASKED: &[&str] = &[
     "acpi",
     "scsi",
     "kallsyms",
+    "cmdline",
 ];
 /// Paths of /proc made read-only.
 const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
-/// In the sandbox's namespaces: `/proc` for its pid namespace, a private devpts, then
-/// pivot_root into the new root and drop the old one.
-pub fn finish_root(root: &Path) -> Result<()> {
+/// In the sandbox's namespaces, with the root as working directory (its host path is not
+/// reachable from here: the sandbox's directory is private to host root): `/proc` for its pid
+/// namespace, a private devpts, then pivot_root into the root and drop the old one.
+pub fn finish_root(pty_max: u32) -> Result<()> {
     // Mounts inherited from the launcher are locked in this less privileged namespace, and
-    // pivot_root refuses a locked new root: stack a fresh bind of the root onto itself.
-    bind(root, root, MsFlags::empty())?;
-    let proc_ = root.join("proc");
-    ctx(std::fs::create_dir_all(&proc_), || "mkdir proc".into())?;
+    // pivot_root refuses a locked new root: stack a fresh copy of the root onto itself, and
+    // step onto it through the copy's descriptor.
+    let here = Path::new(".");
+    let t = tree::clone(here)?;
+    tree::attach(&t, here)?;
+    ctx(nix::unistd::fchdir(&t), || "entering the root".into())?;
+    drop(t);
+    let proc_ = Path::new("proc");
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt(Some("proc"), &proc_, Some("proc"), nse, None)?;
+    mnt(Some("proc"), proc_, Some("proc"), nse, None)?;
     for m in PROC_MASKED {
         let p = proc_.join(m);
         match std::fs::metadata(&p) {
@@ -277,7 +304,7 @@ pub fn finish_root(root: &Path) -> Result<()> {
                 nse | MsFlags::MS_RDONLY,
                 Some("size=0"),
             )?,
-            Ok(_) => bind(&root.join("dev/null"), &p, MsFlags::empty())?,
+            Ok(_) => bind(Path::new("dev/null"), &p, MsFlags::empty())?,
             Err(_) => {}
         }
     }
@@ -287,15 +314,16 @@ pub fn finish_root(root: &Path) -> Result<()> {
             bind(&p, &p, nse | MsFlags::MS_RDONLY)?;
         }
     }
+    // `max` bounds this sandbox's terminals: the host's pool (kernel.pty.max) is shared.
+    let pts = format!("newinstance,ptmxmode=0666,mode=0620,gid=5,max={pty_max}");
     mnt(
         Some("devpts"),
-        &root.join("dev/pts"),
+        Path::new("dev/pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(&pts),
     )?;
 
-    ctx(nix::unistd::chdir(root), || "chdir root".into())?;
     ctx(nix::unistd::pivot_root(".", "."), || "pivot_root".into())?;
     ctx(umount2(".", MntFlags::MNT_DETACH), || {
         "detach old root".into()

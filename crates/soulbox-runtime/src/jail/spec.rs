@@ -8,22 +8,26 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LaunchSpec {
     pub id: String,
-    /// Read-only template layers, topmost first.
+    /// Read-only layers, topmost first: the agent's layer (`/.soulbox/agent`), then the
+    /// template's. Owned by their natural ids on disk; mounted id-mapped.
     pub layers: Vec<PathBuf>,
-    /// The sandbox's directory: holds `root/` (the overlay mount point), `run/` (the agent's
-    /// socket) and the writable layer.
+    /// The sandbox's directory (host-only): holds `root/` (the overlay mount point), the
+    /// layers' mount points and the writable layer.
     pub dir: PathBuf,
     pub upper: UpperLayer,
-    /// The static agent binary, bind-mounted read-only at `/.soulbox/agent`.
-    pub agent: PathBuf,
+    /// Where the agent's listening socket is made: a host path outside the sandbox.
+    pub socket: PathBuf,
     /// `cgroup.procs` files to join before the namespaces are made.
     pub cgroup_procs: Vec<PathBuf>,
     /// A pooled network namespace to join (internet on); `None` makes a fresh one with only
     /// loopback (internet off).
     pub netns: Option<PathBuf>,
-    /// Host uid/gid that sandbox root maps to; 65536 ids are mapped.
+    /// Host uid/gid that sandbox root maps to, and the owner of its user namespace; 65536 ids
+    /// from here are this sandbox's alone.
     pub id_base: u32,
     pub nofile: u64,
+    /// Pseudo-terminals the sandbox may hold at once (its devpts instance's `max`).
+    pub pty_max: u32,
     pub seccomp: bool,
     /// Handed to the agent over a pipe on fd 3.
     pub init: InitSpec,

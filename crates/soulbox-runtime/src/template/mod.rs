@@ -5,7 +5,7 @@
 pub mod recipe;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -39,18 +39,17 @@ pub struct Template {
     pub layers: Vec<PathBuf>,
 }
 
+/// Layers keep the ids their files were made with (0 = root); each sandbox mounts them
+/// id-mapped into its own host id range.
 #[derive(Debug, Clone)]
 pub struct TemplateStore {
     dir: PathBuf,
-    /// Host id that sandbox root maps to; template files are owned by shifted ids.
-    id_base: u32,
 }
 
 impl TemplateStore {
-    pub fn new(data_dir: &Path, id_base: u32) -> Self {
+    pub fn new(data_dir: &Path) -> Self {
         TemplateStore {
             dir: data_dir.join("templates"),
-            id_base,
         }
     }
 
@@ -117,10 +116,8 @@ impl TemplateStore {
             cmd.arg(format!("--customize-hook={h}"));
         }
         cmd.arg(r.suite).arg(&rootfs);
-        let result = run_streaming(cmd, progress).and_then(|()| {
-            progress("finishing: shifting ownership into the sandbox id range");
-            finish_rootfs(&rootfs, self.id_base).map_err(|e| e.to_string())
-        });
+        let result = run_streaming(cmd, progress)
+            .and_then(|()| finish_rootfs(&rootfs).map_err(|e| e.to_string()));
         if let Err(msg) = result {
             let _ = std::fs::remove_dir_all(&work);
             return Err(fail(msg));
@@ -187,32 +184,12 @@ fn run_streaming(
     Ok(())
 }
 
-/// Host-specific files, then every file owned by id `n` becomes `n + id_base`, so that the
-/// sandbox's user namespace (sandbox 0 = host `id_base`) sees the ids the packages meant.
-fn finish_rootfs(rootfs: &Path, id_base: u32) -> std::io::Result<()> {
+/// Host-specific files.
+fn finish_rootfs(rootfs: &Path) -> std::io::Result<()> {
     std::fs::write(
         rootfs.join("etc/resolv.conf"),
         std::fs::read("/etc/resolv.conf").unwrap_or_default(),
     )?;
     std::fs::write(rootfs.join("etc/hostname"), "sandbox\n")?;
-    for entry in walkdir::WalkDir::new(rootfs).follow_links(false) {
-        let entry = entry.map_err(std::io::Error::other)?;
-        let md = entry.path().symlink_metadata()?;
-        if md.uid() >= 65536 || md.gid() >= 65536 {
-            continue;
-        }
-        std::os::unix::fs::lchown(
-            entry.path(),
-            Some(md.uid() + id_base),
-            Some(md.gid() + id_base),
-        )?;
-        // chown clears set-id bits; put them back.
-        if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
-            std::fs::set_permissions(
-                entry.path(),
-                std::fs::Permissions::from_mode(md.mode() & 0o7777),
-            )?;
-        }
-    }
     Ok(())
 }

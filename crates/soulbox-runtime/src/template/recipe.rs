@@ -3,7 +3,8 @@
 use sha2::{Digest, Sha256};
 
 /// Bumped when the build procedure itself changes, so every template is rebuilt.
-const BUILDER_VERSION: u32 = 1;
+/// 2: layers keep natural ids (mounted id-mapped), no `/.soulbox` in the template.
+const BUILDER_VERSION: u32 = 2;
 
 /// IPython startup file of the code-interpreter template: chart data for matplotlib figures.
 const CHART_FORMATTER: &str = include_str!("files/e2b_chart_formatter.py");
@@ -108,7 +109,6 @@ impl Recipe {
             r#"chroot "$1" useradd --create-home --uid 1000 --shell /bin/bash user"#.to_string(),
             // Trust the host's local CAs (a TLS-inspecting egress proxy, a private registry).
             r#"if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1 && [ -x "$1/usr/sbin/update-ca-certificates" ]; then cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" && chroot "$1" update-ca-certificates >/dev/null; fi"#.to_string(),
-            r#"mkdir -p "$1/.soulbox/run" && touch "$1/.soulbox/agent""#.to_string(),
             r#"rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*"#.to_string(),
         ];
         if self.packages.contains(&"locales") {

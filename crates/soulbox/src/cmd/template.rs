@@ -20,7 +20,7 @@ pub enum TemplateCmd {
 }
 
 pub fn run(ctx: &Context, cmd: TemplateCmd) -> anyhow::Result<()> {
-    let store = TemplateStore::new(&ctx.data_dir, soulbox_runtime::ns::DEFAULT_ID_BASE);
+    let store = TemplateStore::new(&ctx.data_dir);
     match cmd {
         TemplateCmd::List => {
             println!("{:<18} {:<8} DESCRIPTION", "NAME", "BUILT");
