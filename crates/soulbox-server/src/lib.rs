@@ -10,6 +10,7 @@ pub mod error;
 mod lifecycle;
 pub mod pool;
 pub mod proxy;
+pub mod secrets;
 pub mod store;
 
 use axum::body::Body;
