@@ -1,9 +1,60 @@
-//! File helpers the create path needs.
+//! File helpers the create path needs, and the data directory's privacy.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// Makes the data directory private to SoulBox. From now on this process creates files 0600
+/// and directories 0711 (umask 066); the data directory and `sandboxes/` become 0711, the
+/// other directories directly in them and in `images/` and `templates/` 0700, and the files
+/// 0600, which mends a data directory an earlier version made world-readable. Nothing deeper
+/// is touched: template root filesystems keep their modes, which the sandboxes' users see.
+///
+/// Why 0711 and not 0700: a sandbox's init, already in its user namespace (where host root's
+/// files are "other"), walks `<data>/sandboxes/<id>/root` to bind and pivot into it, so those
+/// directories must stay searchable. They are not listable, and every file below is 0600.
+///
+/// Child processes that build what a sandbox sees (the launcher, mmdebstrap) set umask 022
+/// for themselves.
+pub fn private_data_dir(dir: &Path) -> io::Result<()> {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o066));
+    std::fs::create_dir_all(dir)?;
+    let walked = [dir.to_path_buf(), dir.join("sandboxes")];
+    for sub in [
+        dir.to_path_buf(),
+        dir.join("images"),
+        dir.join("sandboxes"),
+        dir.join("templates"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let walked_by_init = walked.contains(&p) || sub == dir.join("sandboxes");
+            make_private(&p, if walked_by_init { 0o711 } else { 0o700 })?;
+        }
+    }
+    make_private(dir, 0o711)
+}
+
+/// `dir_mode` for a directory, 0600 for a file; symlinks and sockets are left alone.
+fn make_private(p: &Path, dir_mode: u32) -> io::Result<()> {
+    let md = std::fs::symlink_metadata(p)?;
+    let mode = if md.is_dir() {
+        dir_mode
+    } else if md.is_file() {
+        0o600
+    } else {
+        return Ok(());
+    };
+    if md.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
 
 /// Copies only the data extents of a sparse file, keeping its holes (a blank ext4 image is
 /// a few MiB of data in gigabytes of holes).
@@ -11,7 +62,13 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<()> {
     use nix::unistd::{lseek, Whence};
     let from = File::open(src)?;
     let len = from.metadata()?.len();
-    let to = File::create(dst)?;
+    // The writable layer holds what the sandbox wrote: the host's other users may not read it.
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dst)?;
     to.set_len(len)?;
     let mut pos = 0i64;
     while (pos as u64) < len {

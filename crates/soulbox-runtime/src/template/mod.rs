@@ -117,6 +117,16 @@ impl TemplateStore {
             cmd.arg(format!("--customize-hook={h}"));
         }
         cmd.arg(r.suite).arg(&rootfs);
+        // The root filesystem's modes are what the sandbox's users see: build it under the
+        // usual umask, whatever the private one of the process running the build.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
         let result = run_streaming(cmd, progress).and_then(|()| {
             progress("finishing: shifting ownership into the sandbox id range");
             finish_rootfs(&rootfs, self.id_base).map_err(|e| e.to_string())
@@ -195,6 +205,9 @@ fn finish_rootfs(rootfs: &Path, id_base: u32) -> std::io::Result<()> {
         std::fs::read("/etc/resolv.conf").unwrap_or_default(),
     )?;
     std::fs::write(rootfs.join("etc/hostname"), "sandbox\n")?;
+    for f in ["etc/resolv.conf", "etc/hostname"] {
+        std::fs::set_permissions(rootfs.join(f), std::fs::Permissions::from_mode(0o644))?;
+    }
     for entry in walkdir::WalkDir::new(rootfs).follow_links(false) {
         let entry = entry.map_err(std::io::Error::other)?;
         let md = entry.path().symlink_metadata()?;
