@@ -35,6 +35,8 @@ pub enum SecretError {
     BadKey(String),
     #[error("cannot open the sealed {0}: the secret key is not the one it was sealed with")]
     Open(String),
+    #[error("cannot seal the {0}")]
+    Seal(String),
 }
 
 /// Seals and opens values with the server's secret key.
@@ -99,20 +101,20 @@ impl Sealer {
     }
 
     /// Seals `plain` for the `what` (e.g. `<sandbox id>/access_token`) it belongs to.
-    pub fn seal(&self, plain: &str, what: &str) -> String {
+    pub fn seal(&self, plain: &str, what: &str) -> Result<String, SecretError> {
+        // Random 192-bit nonces: no counter to keep, no realistic chance of reuse.
         let nonce: [u8; NONCE_LEN] = rand::random();
         let payload = Payload {
             msg: plain.as_bytes(),
             aad: what.as_bytes(),
         };
-        // Encryption into a Vec cannot fail for inputs this small.
         let ct = self
             .cipher
             .encrypt(XNonce::from_slice(&nonce), payload)
-            .unwrap_or_default();
+            .map_err(|_| SecretError::Seal(what.to_string()))?;
         let mut raw = nonce.to_vec();
         raw.extend_from_slice(&ct);
-        format!("{PREFIX}{}", STANDARD.encode(raw))
+        Ok(format!("{PREFIX}{}", STANDARD.encode(raw)))
     }
 
     /// Opens a sealed value; one stored before sealing existed comes back as it is.
@@ -155,7 +157,7 @@ mod tests {
         let s = Sealer::load_or_create(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let sealed = s.seal("tok-123", "abc/access_token");
+        let sealed = s.seal("tok-123", "abc/access_token").unwrap();
         assert!(Sealer::is_sealed(&sealed) && !sealed.contains("tok-123"));
         assert_eq!(s.open(&sealed, "abc/access_token").unwrap(), "tok-123");
         assert!(s.open(&sealed, "other/access_token").is_err());

@@ -134,8 +134,8 @@ impl Store {
             if Sealer::is_sealed(&env) && Sealer::is_sealed(&token) {
                 continue;
             }
-            let env = self.seal_if_plain(&env, &id, "env_vars");
-            let token = self.seal_if_plain(&token, &id, "access_token");
+            let env = self.seal_if_plain(&env, &id, "env_vars")?;
+            let token = self.seal_if_plain(&token, &id, "access_token")?;
             sqlx::query("UPDATE sandboxes SET env_vars = ?, access_token = ? WHERE id = ?")
                 .bind(env)
                 .bind(token)
@@ -154,12 +154,11 @@ impl Store {
         Ok(())
     }
 
-    fn seal_if_plain(&self, value: &str, id: &str, column: &str) -> String {
+    fn seal_if_plain(&self, value: &str, id: &str, column: &str) -> Result<String> {
         if Sealer::is_sealed(value) {
-            value.to_string()
-        } else {
-            self.sealer.seal(value, &format!("{id}/{column}"))
+            return Ok(value.to_string());
         }
+        Ok(self.sealer.seal(value, &format!("{id}/{column}"))?)
     }
 
     /// The default team, created on first use.
@@ -240,6 +239,13 @@ impl Store {
     }
 
     pub async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
+        let env_vars = self.sealer.seal(
+            &serde_json::to_string(&s.env_vars).unwrap_or_default(),
+            &format!("{}/env_vars", s.id),
+        )?;
+        let token = self
+            .sealer
+            .seal(&s.access_token, &format!("{}/access_token", s.id))?;
         sqlx::query(
             "INSERT INTO sandboxes (id, team_id, template, alias, state, metadata, env_vars, access_token, internet, cpu_millis, memory_mb, disk_mb, started_at, end_at_ms, auto_pause, pid)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -250,14 +256,8 @@ impl Store {
         .bind(&s.alias)
         .bind(&s.state)
         .bind(serde_json::to_string(&s.metadata).unwrap_or_default())
-        .bind(self.sealer.seal(
-            &serde_json::to_string(&s.env_vars).unwrap_or_default(),
-            &format!("{}/env_vars", s.id),
-        ))
-        .bind(
-            self.sealer
-                .seal(&s.access_token, &format!("{}/access_token", s.id)),
-        )
+        .bind(env_vars)
+        .bind(token)
         .bind(s.internet)
         .bind(s.cpu_millis)
         .bind(s.memory_mb)
