@@ -24,7 +24,27 @@ struct Serve {
 /// Per-address connection cap the server is started with.
 const PER_IP: usize = 64;
 
-/// The `soulbox serve` of this file (killed with the test process: PR_SET_PDEATHSIG).
+/// The pid of [`server`]'s `soulbox serve`, for [`stop_server`].
+static SERVE_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// At exit: stops `soulbox serve` and waits until it has let go of the host's runtime lock,
+/// so that the next test process (`cargo test` runs them one after another) can take it.
+extern "C" fn stop_server() {
+    let pid = SERVE_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: signals a child of ours by pid; it has not been reaped while the test runs.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    if let Ok(lock) = std::fs::File::open("/run/soulbox.lock") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a blocking flock on a descriptor we own; closing the file releases it.
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    }
+}
+
+/// The `soulbox serve` of this file, stopped at exit ([`stop_server`]; PR_SET_PDEATHSIG if
+/// the test process dies).
 fn server() -> &'static Serve {
     static S: OnceLock<Serve> = OnceLock::new();
     S.get_or_init(|| {
@@ -64,9 +84,16 @@ fn server() -> &'static Serve {
         let (tx, exited) = std::sync::mpsc::channel();
         // The death signal follows the thread that forks: this one lives as long as the process.
         std::thread::spawn(move || {
-            let status = cmd.spawn().and_then(|mut child| child.wait());
+            let status = cmd.spawn().and_then(|mut child| {
+                SERVE_PID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+                let status = child.wait();
+                SERVE_PID.store(0, std::sync::atomic::Ordering::SeqCst);
+                status
+            });
             let _ = tx.send(format!("{status:?}"));
         });
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(stop_server) };
         // The first start may build the tiny template.
         let up = (0..6000).any(|_| {
             if let Ok(status) = exited.try_recv() {
