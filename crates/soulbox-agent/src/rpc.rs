@@ -69,6 +69,22 @@ pub fn keepalive(headers: &HeaderMap) -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Checks `E2B-Traffic-Access-Token` against the token derived from the agent's token.
+pub fn check_traffic_token(agent: &Agent, headers: &HeaderMap) -> bool {
+    match agent.token() {
+        None => true,
+        Some(t) => headers
+            .get("e2b-traffic-access-token")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                soulbox_protocol::signature::equal(
+                    v,
+                    &soulbox_protocol::signature::traffic_token(&t),
+                )
+            }),
+    }
+}
+
 /// Checks `X-Access-Token` against the agent's token (if it has one).
 pub fn check_token(agent: &Agent, headers: &HeaderMap) -> bool {
     match agent.token() {

@@ -42,12 +42,17 @@ pub fn router(agent: Agent) -> Router {
         .with_state(agent)
 }
 
-/// Every route but `/health` and `/files` (which may use signatures instead) needs the token.
+/// Every route but `/health` needs the envd token; `/files` may carry a signature instead
+/// (checked by its handler). The interpreter's routes also take the traffic token, the only
+/// one the code-interpreter SDKs send on `/contexts`.
 async fn require_token(State(agent): State<Agent>, req: Request, next: Next) -> Response<Body> {
-    // `/contexts` carries no token from the SDKs (only `/execute` does), as with E2B's server.
-    let open = matches!(req.uri().path(), "/health" | "/files")
-        || req.uri().path().starts_with("/contexts");
-    if open || rpc::check_token(&agent, req.headers()) {
+    let path = req.uri().path();
+    let open = matches!(path, "/health" | "/files");
+    let interpreter = path == "/execute" || path == "/contexts" || path.starts_with("/contexts/");
+    if open
+        || rpc::check_token(&agent, req.headers())
+        || (interpreter && rpc::check_traffic_token(&agent, req.headers()))
+    {
         return next.run(req).await;
     }
     let is_connect =
@@ -123,6 +128,10 @@ async fn init(State(agent): State<Agent>, body: axum::body::Bytes) -> Response<B
             return rpc::json_error(StatusCode::BAD_REQUEST, &format!("invalid init body: {e}"))
         }
     };
+    // Refused whole: stored, a bad env var would make every later command fail.
+    if let Err(e) = soulbox_protocol::env::check(&new.env_vars) {
+        return rpc::json_error(StatusCode::BAD_REQUEST, &format!("invalid envVars: {e}"));
+    }
     if let Ok(mut cur) = agent.init.write() {
         if !new.env_vars.is_empty() {
             cur.env_vars = new.env_vars;

@@ -281,6 +281,11 @@ async fn the_token_is_required() {
         ("/process.Process/List", "POST"),
         ("/envs", "GET"),
         ("/files?path=/etc/hostname", "GET"),
+        ("/contexts", "GET"),
+        ("/contexts", "POST"),
+        ("/contexts/x/restart", "POST"),
+        ("/contexts/x", "DELETE"),
+        ("/execute", "POST"),
     ] {
         let (status, body) = a
             .send(method, uri, &[("content-type", "application/json")], "{}")
@@ -298,6 +303,14 @@ async fn the_token_is_required() {
     assert_eq!(status, 401);
     let (status, _) = a.send("GET", "/health", &[], "").await;
     assert_eq!(status, 204, "health needs no token");
+    // The traffic token (what the interpreter SDKs send on /contexts) opens the interpreter's
+    // routes only.
+    let traffic = soulbox_protocol::signature::traffic_token(TOKEN);
+    let header = [("e2b-traffic-access-token", traffic.as_str())];
+    let (status, body) = a.send("GET", "/contexts", &header, "").await;
+    assert_eq!(status, 200, "{body:?}");
+    let (status, _) = a.send("GET", "/envs", &header, "").await;
+    assert_eq!(status, 401);
     let mut c = a.client().await;
     let envs: Value = serde_json::from_slice(c.get("/envs").await.unwrap().body()).unwrap();
     assert_eq!(envs, json!({"GLOBAL": "g"}));

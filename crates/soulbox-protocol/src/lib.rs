@@ -5,6 +5,7 @@
 //! field number, so the types can be checked against `shared/spec/e2b-protocol.md` §3.
 
 pub mod connect;
+pub mod env;
 pub mod filesystem;
 pub mod init;
 pub mod json;

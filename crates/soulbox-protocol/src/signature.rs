@@ -33,6 +33,16 @@ pub fn sign(path: &str, op: Operation, user: &str, token: &str, expiration: Opti
     )
 }
 
+/// A sandbox's traffic access token, as create and connect answer it (`trafficAccessToken`):
+/// the code-interpreter SDKs send it (as `E2B-Traffic-Access-Token`) on `/contexts`, where they
+/// send no envd token. Derived one-way from the envd token, so it opens the interpreter's
+/// routes but never reveals the envd token, and needs no storage of its own.
+pub fn traffic_token(envd_token: &str) -> String {
+    let digest = Sha256::digest(format!("soulbox traffic token:{envd_token}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("tt_{hex}")
+}
+
 /// Constant-time comparison of two signatures.
 pub fn equal(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

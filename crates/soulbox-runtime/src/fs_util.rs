@@ -1,9 +1,55 @@
-//! File helpers the create path needs.
+//! File helpers the create path needs, and the data directory's privacy.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// Makes the data directory private to SoulBox. From now on this process creates files 0600
+/// and directories 0700 (umask 066); the data directory, the directories directly in it and in
+/// `images/`, `sandboxes/`, `templates/` and `agent/` become 0700 and the files 0600, which
+/// mends a data directory an earlier version made world-readable. Nothing deeper is touched:
+/// layers keep their modes, which the sandboxes' users see. No sandbox process ever walks a
+/// path in here (the launcher, real root, mounts what the sandbox sees).
+///
+/// Child processes that build what a sandbox sees (the launcher, mmdebstrap) set umask 022
+/// for themselves.
+pub fn private_data_dir(dir: &Path) -> io::Result<()> {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o066));
+    std::fs::create_dir_all(dir)?;
+    for sub in [
+        dir.to_path_buf(),
+        dir.join("agent"),
+        dir.join("images"),
+        dir.join("sandboxes"),
+        dir.join("templates"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            make_private(&e.path(), 0o700)?;
+        }
+    }
+    make_private(dir, 0o700)
+}
+
+/// `dir_mode` for a directory, 0600 for a file; symlinks and sockets are left alone.
+fn make_private(p: &Path, dir_mode: u32) -> io::Result<()> {
+    let md = std::fs::symlink_metadata(p)?;
+    let mode = if md.is_dir() {
+        dir_mode
+    } else if md.is_file() {
+        0o600
+    } else {
+        return Ok(());
+    };
+    if md.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
 
 /// Copies only the data extents of a sparse file, keeping its holes (a blank ext4 image is
 /// a few MiB of data in gigabytes of holes).
@@ -11,7 +57,13 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<()> {
     use nix::unistd::{lseek, Whence};
     let from = File::open(src)?;
     let len = from.metadata()?.len();
-    let to = File::create(dst)?;
+    // The writable layer holds what the sandbox wrote: the host's other users may not read it.
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dst)?;
     to.set_len(len)?;
     let mut pos = 0i64;
     while (pos as u64) < len {

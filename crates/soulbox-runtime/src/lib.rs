@@ -10,6 +10,8 @@ pub mod network;
 pub mod ns;
 pub mod template;
 
+pub use fs_util::private_data_dir;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -132,9 +132,9 @@ impl NsBackend {
     /// Takes the host's runtime lock, becomes a child subreaper (sandbox inits are adopted by
     /// us when their launcher exits) and removes whatever an earlier run left behind.
     pub fn new(cfg: RuntimeConfig) -> Result<Self> {
-        for d in [cfg.data_dir.clone(), cfg.data_dir.join("sandboxes")] {
-            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
-        }
+        fs_util::private_data_dir(&cfg.data_dir).map_err(io_err(&cfg.data_dir))?;
+        let sandboxes = cfg.data_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes).map_err(io_err(&sandboxes))?;
         // The lock lives in /run: the network slots and cgroups it guards are host-wide.
         let lock_path = PathBuf::from("/run/soulbox.lock");
         let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;

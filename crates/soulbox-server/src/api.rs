@@ -130,6 +130,10 @@ async fn create(
     let limits = Limits::default();
     let token = soulbox_runtime::ns::new_token();
     let env_vars = req.env_vars.unwrap_or_default();
+    soulbox_protocol::env::check(&env_vars)
+        .map_err(|e| ApiError::BadRequest(format!("invalid envVars: {e}")))?;
+    let metadata = req.metadata.unwrap_or_default();
+    check_metadata(&metadata)?;
     let internet = req.allow_internet_access.unwrap_or(true);
     let spec = SandboxSpec {
         template: template.clone(),
@@ -155,7 +159,7 @@ async fn create(
         template,
         alias,
         state: "running".into(),
-        metadata: req.metadata.unwrap_or_default(),
+        metadata,
         env_vars,
         access_token: token,
         internet,
@@ -175,6 +179,48 @@ async fn create(
     Ok((StatusCode::CREATED, Json(sandbox_json(&st, &rec))).into_response())
 }
 
+/// Bounds on a sandbox's metadata: it is stored, listed and matched by every filtered list.
+pub const MAX_METADATA_KEYS: usize = 64;
+pub const MAX_METADATA_KEY_BYTES: usize = 256;
+pub const MAX_METADATA_VALUE_BYTES: usize = 4 << 10;
+pub const MAX_METADATA_TOTAL_BYTES: usize = 16 << 10;
+
+/// Refuses metadata beyond the bounds above, empty keys and control characters (which break
+/// the logs and terminals that show metadata).
+fn check_metadata(m: &BTreeMap<String, String>) -> ApiResult<()> {
+    let bad = |msg: String| Err(ApiError::BadRequest(format!("invalid metadata: {msg}")));
+    if m.len() > MAX_METADATA_KEYS {
+        return bad(format!("{} keys (at most {MAX_METADATA_KEYS})", m.len()));
+    }
+    let mut total = 0;
+    for (k, v) in m {
+        let shown: String = k.chars().take(32).collect();
+        if k.is_empty() {
+            return bad("a key is empty".into());
+        }
+        if k.len() > MAX_METADATA_KEY_BYTES {
+            return bad(format!(
+                "key {shown:?}… is longer than {MAX_METADATA_KEY_BYTES} bytes"
+            ));
+        }
+        if v.len() > MAX_METADATA_VALUE_BYTES {
+            return bad(format!(
+                "the value of {shown:?} is longer than {MAX_METADATA_VALUE_BYTES} bytes"
+            ));
+        }
+        if k.chars().chain(v.chars()).any(char::is_control) {
+            return bad(format!("{shown:?} contains a control character"));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_METADATA_TOTAL_BYTES {
+        return bad(format!(
+            "{total} bytes in all (at most {MAX_METADATA_TOTAL_BYTES})"
+        ));
+    }
+    Ok(())
+}
+
 /// The `Sandbox` shape returned by create and connect.
 fn sandbox_json(st: &AppState, r: &SandboxRecord) -> Value {
     json!({
@@ -183,7 +229,8 @@ fn sandbox_json(st: &AppState, r: &SandboxRecord) -> Value {
         "clientID": CLIENT_ID,
         "envdVersion": soulbox_protocol::ENVD_VERSION,
         "envdAccessToken": r.access_token,
-        "trafficAccessToken": null,
+        // The code-interpreter SDKs send this (not the envd token) on /contexts.
+        "trafficAccessToken": soulbox_protocol::signature::traffic_token(&r.access_token),
         "domain": st.cfg.domain,
         "alias": r.alias,
     })
@@ -502,5 +549,21 @@ mod tests {
             ]
         );
         assert!(metadata_filter(Some(&"a%3Db%3Dc".to_string())).is_err());
+    }
+
+    #[test]
+    fn metadata_is_bounded() {
+        let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        assert!(check_metadata(&one("user", "abc def")).is_ok());
+        assert!(check_metadata(&one("", "x")).is_err());
+        assert!(check_metadata(&one("k", "a\nb")).is_err());
+        assert!(check_metadata(&one(&"k".repeat(257), "x")).is_err());
+        assert!(check_metadata(&one("k", &"v".repeat(4097))).is_err());
+        let many: BTreeMap<_, _> = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(check_metadata(&many).is_err());
+        let wide: BTreeMap<_, _> = (0..5)
+            .map(|i| (format!("k{i}"), "v".repeat(4000)))
+            .collect();
+        assert!(check_metadata(&wide).is_err());
     }
 }

@@ -6,10 +6,12 @@
 //! 401 without a key). One URL thus serves as both `E2B_API_URL` and `E2B_SANDBOX_URL`.
 
 pub mod api;
+pub mod conns;
 pub mod error;
 mod lifecycle;
 pub mod pool;
 pub mod proxy;
+pub mod secrets;
 pub mod store;
 
 use axum::body::Body;
@@ -28,8 +30,20 @@ pub struct ServerConfig {
     pub domain: Option<String>,
     /// Largest control-plane request body, in bytes.
     pub max_body: usize,
-    /// How long a client may take to send a request's head.
+    /// How long a client may take to send a request's head (and how long a kept-alive
+    /// connection may sit idle between requests).
     pub header_read_timeout: std::time::Duration,
+    /// How long a new connection may take to send its first request head: idle connections
+    /// that never authenticate are closed this fast.
+    pub first_request_timeout: std::time::Duration,
+    /// Connections open at once, in total; lowered at start to what the descriptor limit
+    /// allows after `reserved_fds` (see [`conns`]).
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 /64 counts as one).
+    pub max_connections_per_ip: usize,
+    /// Descriptors kept free of client connections: sandboxes' streams to their agents, the
+    /// store, the runtime.
+    pub reserved_fds: u64,
     /// Sandboxes kept started ahead of demand, per template (see [`pool`]).
     pub warm_pool: std::collections::BTreeMap<String, usize>,
 }
@@ -41,6 +55,10 @@ impl ServerConfig {
             domain: None,
             max_body: 1 << 20,
             header_read_timeout: std::time::Duration::from_secs(30),
+            first_request_timeout: std::time::Duration::from_secs(10),
+            max_connections: 16384,
+            max_connections_per_ip: 2048,
+            reserved_fds: 1024,
             warm_pool: Default::default(),
         }
     }
@@ -120,19 +138,27 @@ pub async fn serve_on(
         .fallback(dispatch)
         .with_state((state.clone(), control));
     tracing::info!(addr = ?listener.local_addr(), "listening");
-    accept_loop(listener, app, state.cfg.header_read_timeout).await
+    accept_loop(listener, app, &state.cfg).await
 }
 
 /// Serves HTTP/1.1 connections (with upgrades, for tunnelled WebSockets) with a header-read
-/// timeout, which `axum::serve` does not offer.
+/// timeout, which `axum::serve` does not offer, within the connection limits of [`conns`].
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    header_timeout: std::time::Duration,
+    cfg: &ServerConfig,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let limits = conns::Limits::from_config(cfg);
+    tracing::info!(
+        total = limits.total,
+        per_ip = limits.per_ip,
+        "connection limits"
+    );
+    let slots = conns::Slots::new(limits);
+    let (header_timeout, first_timeout) = (cfg.header_read_timeout, cfg.first_request_timeout);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -141,15 +167,47 @@ async fn accept_loop(
                 continue;
             }
         };
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                conns::refuse(&stream, full);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let first = std::sync::Arc::new(tokio::sync::Notify::new());
+        let svc = {
+            let (app, first) = (app.clone(), first.clone());
+            hyper::service::service_fn(move |req| {
+                first.notify_one();
+                let mut app = app.clone();
+                async move { app.call(req).await }
+            })
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            // A connection that sends no request in time is dropped (closed) here.
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                t = tokio::time::timeout(first_timeout, first.notified()) => match t {
+                    Ok(()) => None,
+                    Err(_) => {
+                        tracing::debug!(%peer, "no request in time: closing");
+                        return;
+                    }
+                },
+            };
+            let r = match ended {
+                Some(r) => r,
+                None => conn.await,
+            };
+            if let Err(e) = r {
                 tracing::debug!("connection: {e}");
             }
         });

@@ -1,6 +1,8 @@
 //! The control plane's state: teams, API keys (hashed) and sandbox records, in SQLite through
-//! sqlx migrations. Every state change is written here before it is acknowledged.
+//! sqlx migrations. Every state change is written here before it is acknowledged. Envd tokens
+//! and env vars are sealed (see [`crate::secrets`]); the database file is 0600.
 
+use crate::secrets::{Sealer, SecretError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -17,6 +19,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -24,6 +33,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    sealer: Sealer,
 }
 
 /// A sandbox as the control plane records it.
@@ -83,20 +93,72 @@ fn short_id() -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database in `data_dir` and migrates it.
+    /// Opens (creating if needed) the SQLite database in `data_dir` and migrates it, with the
+    /// secret key of `data_dir/secret.key` (made on first use).
     pub async fn open(data_dir: &Path) -> Result<Store> {
+        let sealer = Sealer::load_or_create(&data_dir.join("secret.key"))?;
+        Self::open_with(data_dir, sealer).await
+    }
+
+    /// As [`Store::open`], with the given secret key.
+    pub async fn open_with(data_dir: &Path, sealer: Sealer) -> Result<Store> {
         let path = data_dir.join("soulbox.db");
+        private_file(&path)?;
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Freed pages are zeroed, so a replaced value does not linger in the file.
+            .pragma("secure_delete", "on");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        let store = Store { pool, sealer };
+        store.seal_plain_rows().await?;
+        Ok(store)
+    }
+
+    /// Seals the tokens and env vars of rows written before sealing existed, then rewrites
+    /// the file so that no copy of the plain values is left in free pages or the WAL.
+    async fn seal_plain_rows(&self) -> Result<()> {
+        let rows = sqlx::query("SELECT id, env_vars, access_token FROM sandboxes")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut sealed = 0;
+        for r in &rows {
+            let (id, env, token): (String, String, String) =
+                (r.get("id"), r.get("env_vars"), r.get("access_token"));
+            if Sealer::is_sealed(&env) && Sealer::is_sealed(&token) {
+                continue;
+            }
+            let env = self.seal_if_plain(&env, &id, "env_vars")?;
+            let token = self.seal_if_plain(&token, &id, "access_token")?;
+            sqlx::query("UPDATE sandboxes SET env_vars = ?, access_token = ? WHERE id = ?")
+                .bind(env)
+                .bind(token)
+                .bind(&id)
+                .execute(&self.pool)
+                .await?;
+            sealed += 1;
+        }
+        if sealed > 0 {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+            sqlx::query("VACUUM").execute(&self.pool).await?;
+            tracing::info!("sealed the secrets of {sealed} sandbox record(s)");
+        }
+        Ok(())
+    }
+
+    fn seal_if_plain(&self, value: &str, id: &str, column: &str) -> Result<String> {
+        if Sealer::is_sealed(value) {
+            return Ok(value.to_string());
+        }
+        Ok(self.sealer.seal(value, &format!("{id}/{column}"))?)
     }
 
     /// The default team, created on first use.
@@ -177,6 +239,13 @@ impl Store {
     }
 
     pub async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
+        let env_vars = self.sealer.seal(
+            &serde_json::to_string(&s.env_vars).unwrap_or_default(),
+            &format!("{}/env_vars", s.id),
+        )?;
+        let token = self
+            .sealer
+            .seal(&s.access_token, &format!("{}/access_token", s.id))?;
         sqlx::query(
             "INSERT INTO sandboxes (id, team_id, template, alias, state, metadata, env_vars, access_token, internet, cpu_millis, memory_mb, disk_mb, started_at, end_at_ms, auto_pause, pid)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -187,8 +256,8 @@ impl Store {
         .bind(&s.alias)
         .bind(&s.state)
         .bind(serde_json::to_string(&s.metadata).unwrap_or_default())
-        .bind(serde_json::to_string(&s.env_vars).unwrap_or_default())
-        .bind(&s.access_token)
+        .bind(env_vars)
+        .bind(token)
         .bind(s.internet)
         .bind(s.cpu_millis)
         .bind(s.memory_mb)
@@ -202,20 +271,24 @@ impl Store {
         Ok(())
     }
 
-    fn record(r: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord> {
-        let json = |col: &str| -> Result<BTreeMap<String, String>> {
-            serde_json::from_str(&r.get::<String, _>(col))
-                .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+    fn record(&self, r: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord> {
+        let id: String = r.get("id");
+        let open = |col: &str| {
+            self.sealer
+                .open(&r.get::<String, _>(col), &format!("{id}/{col}"))
+        };
+        let json = |col: &str, text: &str| -> Result<BTreeMap<String, String>> {
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
         };
         Ok(SandboxRecord {
-            id: r.get("id"),
+            metadata: json("metadata", &r.get::<String, _>("metadata"))?,
+            env_vars: json("env_vars", &open("env_vars")?)?,
+            access_token: open("access_token")?,
+            id,
             team_id: r.get("team_id"),
             template: r.get("template"),
             alias: r.get("alias"),
             state: r.get("state"),
-            metadata: json("metadata")?,
-            env_vars: json("env_vars")?,
-            access_token: r.get("access_token"),
             internet: r.get("internet"),
             cpu_millis: r.get("cpu_millis"),
             memory_mb: r.get("memory_mb"),
@@ -236,7 +309,7 @@ impl Store {
         .bind(team_id)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(Self::record).transpose()
+        r.as_ref().map(|r| self.record(r)).transpose()
     }
 
     /// A live sandbox of any team (the data plane routes by id alone).
@@ -245,7 +318,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        r.as_ref().map(Self::record).transpose()
+        r.as_ref().map(|r| self.record(r)).transpose()
     }
 
     /// Live sandboxes, of one team or of all.
@@ -254,7 +327,7 @@ impl Store {
             Some(t) => sqlx::query("SELECT * FROM sandboxes WHERE team_id = ? AND state != 'killed' ORDER BY started_at").bind(t).fetch_all(&self.pool).await?,
             None => sqlx::query("SELECT * FROM sandboxes WHERE state != 'killed' ORDER BY started_at").fetch_all(&self.pool).await?,
         };
-        rows.iter().map(Self::record).collect()
+        rows.iter().map(|r| self.record(r)).collect()
     }
 
     pub async fn set_state(&self, id: &str, state: &str) -> Result<()> {
@@ -282,8 +355,31 @@ impl Store {
                 .bind(now_ms)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter().map(Self::record).collect()
+        rows.iter().map(|r| self.record(r)).collect()
     }
+}
+
+/// Creates `path` empty with mode 0600 if missing (SQLite then uses that file and gives its
+/// WAL and shared-memory files the same mode), and makes an existing one 0600.
+fn private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -308,5 +404,77 @@ mod tests {
         );
         assert!(s.revoke_key(&key[..10]).await.unwrap());
         assert_eq!(s.team_of_key(&key).await.unwrap(), None);
+    }
+
+    fn record(id: &str, team: &str) -> SandboxRecord {
+        SandboxRecord {
+            id: id.into(),
+            team_id: team.into(),
+            template: "tiny".into(),
+            alias: "tiny".into(),
+            state: "running".into(),
+            metadata: [("m".to_string(), "visible".to_string())].into(),
+            env_vars: [("SECRET".to_string(), "env-value-42".to_string())].into(),
+            access_token: "token-value-42".into(),
+            internet: true,
+            cpu_millis: 1000,
+            memory_mb: 512,
+            disk_mb: 1024,
+            started_at: now(),
+            end_at_ms: 0,
+            auto_pause: false,
+            pid: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_and_env_vars_are_sealed_and_old_rows_are_sealed_on_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).await.unwrap();
+        let team = s.default_team().await.unwrap();
+        s.insert_sandbox(&record("new1", &team)).await.unwrap();
+        // A row as an earlier version wrote it: token and env vars in clear.
+        sqlx::query("INSERT INTO sandboxes (id, team_id, template, alias, state, metadata, env_vars, access_token, internet, cpu_millis, memory_mb, disk_mb, started_at, end_at_ms) VALUES ('old1', ?, 'tiny', 'tiny', 'running', '{}', '{\"OLD\":\"old-env-42\"}', 'old-token-42', 1, 1000, 512, 1024, '', 0)")
+            .bind(&team)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        drop(s);
+        let s = Store::open(d.path()).await.unwrap();
+        let new1 = s.live_sandbox("new1").await.unwrap().unwrap();
+        let mut want = record("new1", &team);
+        want.started_at = new1.started_at.clone();
+        assert_eq!(new1, want);
+        let old1 = s.live_sandbox("old1").await.unwrap().unwrap();
+        assert_eq!(old1.access_token, "old-token-42");
+        assert_eq!(old1.env_vars["OLD"], "old-env-42");
+        s.pool.close().await;
+        for f in ["soulbox.db", "soulbox.db-wal"] {
+            let p = d.path().join(f);
+            if !p.exists() {
+                continue;
+            }
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            let bytes = std::fs::read(&p).unwrap();
+            for secret in [
+                "token-value-42",
+                "env-value-42",
+                "old-token-42",
+                "old-env-42",
+            ] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{f} holds {secret}"
+                );
+            }
+        }
+        // Without the key the records cannot be read.
+        std::fs::remove_file(d.path().join("secret.key")).unwrap();
+        let s = Store::open(d.path()).await.unwrap();
+        assert!(s.live_sandbox("new1").await.is_err());
     }
 }

@@ -69,6 +69,9 @@ enum Command {
 fn main() {
     // The launcher must not start threads or a runtime: check for it before anything else.
     if std::env::args().nth(1).as_deref() == Some("__launch") {
+        // The launcher builds what the sandbox sees (its root's upper directory, mount points)
+        // and starts its agent: the usual umask, not the private one `serve` runs under.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
         std::process::exit(soulbox_runtime::jail::run_launcher());
     }
     tracing_subscriber::fmt()

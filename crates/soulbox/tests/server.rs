@@ -224,9 +224,9 @@ async fn idle_connections_are_dropped() {
 }
 
 fn start_frame(cmd: &str) -> Vec<u8> {
-    let msg =
-        serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-c", cmd]}, "stdin": false});
-    soulbox_protocol::connect::encode_message(&msg).to_vec()
+    common::connect_frame(
+        serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-c", cmd]}, "stdin": false}),
+    )
 }
 
 /// Opens a Start stream through the proxy and reads up to the start event.

@@ -272,6 +272,10 @@ pub async fn execute(State(agent): State<Agent>, body: Bytes) -> Response<Body> 
     let Some(code) = req.code else {
         return text(StatusCode::BAD_REQUEST, "code is required");
     };
+    if let Err(e) = soulbox_protocol::env::check(req.env_vars.as_ref().unwrap_or(&BTreeMap::new()))
+    {
+        return text(StatusCode::BAD_REQUEST, format!("invalid env_vars: {e}"));
+    }
     if req.context_id.is_some() && req.language.is_some() {
         return text(
             StatusCode::BAD_REQUEST,

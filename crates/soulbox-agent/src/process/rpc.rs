@@ -40,6 +40,8 @@ fn start_process(agent: &Agent, headers: &HeaderMap, req: StartRequest) -> RpcRe
     if req.process.cmd.is_empty() {
         return Err(invalid("process.cmd is empty"));
     }
+    soulbox_protocol::env::check(&req.process.envs)
+        .map_err(|e| invalid(format!("process.envs: {e}")))?;
     let user = agent.user(rpc::basic_user(headers)?.as_deref())?;
     let init = agent.init();
     let cwd = match req.process.cwd.as_deref().filter(|c| !c.is_empty()) {

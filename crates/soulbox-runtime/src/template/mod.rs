@@ -5,6 +5,7 @@
 pub mod recipe;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -116,6 +117,16 @@ impl TemplateStore {
             cmd.arg(format!("--customize-hook={h}"));
         }
         cmd.arg(r.suite).arg(&rootfs);
+        // The root filesystem's modes are what the sandbox's users see: build it under the
+        // usual umask, whatever the private one of the process running the build.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
         let result = run_streaming(cmd, progress)
             .and_then(|()| finish_rootfs(&rootfs).map_err(|e| e.to_string()));
         if let Err(msg) = result {
@@ -191,5 +202,8 @@ fn finish_rootfs(rootfs: &Path) -> std::io::Result<()> {
         std::fs::read("/etc/resolv.conf").unwrap_or_default(),
     )?;
     std::fs::write(rootfs.join("etc/hostname"), "sandbox\n")?;
+    for f in ["etc/resolv.conf", "etc/hostname"] {
+        std::fs::set_permissions(rootfs.join(f), std::fs::Permissions::from_mode(0o644))?;
+    }
     Ok(())
 }

@@ -38,7 +38,18 @@ impl Context {
         Ok(cfg)
     }
 
+    /// Makes the data directory (and all this process creates from now on) private.
+    pub fn private_data_dir(&self) -> anyhow::Result<()> {
+        soulbox_runtime::private_data_dir(&self.data_dir).with_context(|| {
+            format!(
+                "making the data directory {} private",
+                self.data_dir.display()
+            )
+        })
+    }
+
     pub fn backend(&self) -> anyhow::Result<Arc<NsBackend>> {
+        self.private_data_dir()?;
         let cfg = self.runtime_config()?;
         Ok(Arc::new(NsBackend::new(cfg).context(
             "starting the sandbox runtime (try `soulbox doctor`)",

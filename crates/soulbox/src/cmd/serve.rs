@@ -3,6 +3,7 @@
 use super::Context;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use soulbox_server::secrets::Sealer;
 use soulbox_server::store::{new_key, Store};
 use std::net::SocketAddr;
 
@@ -35,6 +36,19 @@ pub struct ServeArgs {
         value_parser = parse_pool_entry
     )]
     warm_pool: Vec<(String, usize)>,
+    /// Client connections open at once, in total (lowered to fit the descriptor limit).
+    #[arg(long, env = "SOULBOX_MAX_CONNECTIONS", default_value_t = 16384)]
+    max_connections: usize,
+    /// Client connections open at once from one address (an IPv6 /64 counts as one).
+    #[arg(long, env = "SOULBOX_MAX_CONNECTIONS_PER_IP", default_value_t = 2048)]
+    max_connections_per_ip: usize,
+    /// Milliseconds a new connection may take to send its first request before it is closed.
+    #[arg(
+        long,
+        env = "SOULBOX_FIRST_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    first_request_timeout_ms: u64,
 }
 
 fn parse_pool_entry(s: &str) -> Result<(String, usize), String> {
@@ -56,14 +70,28 @@ fn parse_pool_entry(s: &str) -> Result<(String, usize), String> {
     Ok((t.trim().to_string(), n))
 }
 
+/// The store, its secrets sealed with `SOULBOX_SECRET_KEY` or else the data directory's
+/// `secret.key` (made on first start).
+async fn open_store(ctx: &Context) -> anyhow::Result<Store> {
+    ctx.private_data_dir()?;
+    let sealer = match std::env::var("SOULBOX_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        Some(k) => Sealer::from_hex(&k).context("SOULBOX_SECRET_KEY")?,
+        None => Sealer::load_or_create(&ctx.data_dir.join("secret.key"))?,
+    };
+    Store::open_with(&ctx.data_dir, sealer)
+        .await
+        .context("opening the database")
+}
+
 pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
     for t in a.templates.iter().filter(|t| !t.is_empty()) {
         super::template::build_one(backend.templates(), t, false)?;
     }
-    let store = Store::open(&ctx.data_dir)
-        .await
-        .context("opening the database")?;
+    let store = open_store(ctx).await?;
     let team = store.default_team().await?;
     match std::env::var("SOULBOX_ADMIN_API_KEY")
         .ok()
@@ -87,6 +115,9 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
         domain: a.domain,
         max_body: a.max_body,
         warm_pool: a.warm_pool.into_iter().collect(),
+        max_connections: a.max_connections,
+        max_connections_per_ip: a.max_connections_per_ip,
+        first_request_timeout: std::time::Duration::from_millis(a.first_request_timeout_ms),
         ..soulbox_server::ServerConfig::new(a.listen)
     };
     let stop = async {
@@ -127,9 +158,7 @@ pub enum KeysCmd {
 }
 
 pub async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.data_dir)
-        .await
-        .context("opening the database")?;
+    let store = open_store(ctx).await?;
     match cmd {
         KeysCmd::Create { name } => {
             let team = store.default_team().await?;

@@ -148,6 +148,11 @@ pub fn serve() -> std::net::SocketAddr {
     })
 }
 
+/// One Connect-JSON message envelope (the body of a server-streaming call such as Start).
+pub fn connect_frame(msg: serde_json::Value) -> Vec<u8> {
+    soulbox_protocol::connect::encode_message(&msg).to_vec()
+}
+
 /// One raw HTTP/1.1 exchange; returns (status, body).
 pub async fn http(
     addr: std::net::SocketAddr,
