@@ -5,6 +5,7 @@
 //! process tree whose init is the agent. Everything else (mounts, loop device) lives only in
 //! the sandbox's own mount namespace and disappears with its last process.
 
+use crate::admission::{Admission, HostLimits};
 use crate::agent_client::AgentClient;
 use crate::cgroup::{self, CgroupManager};
 use crate::jail::{LaunchResult, LaunchSpec, UpperLayer};
@@ -51,6 +52,8 @@ pub struct RuntimeConfig {
     pub writable_layer: WritableLayer,
     pub cgroup_root: PathBuf,
     pub seccomp: bool,
+    /// What all sandboxes together may take from the host; when creates are refused.
+    pub host_limits: HostLimits,
 }
 
 impl RuntimeConfig {
@@ -63,6 +66,7 @@ impl RuntimeConfig {
             writable_layer: WritableLayer::Ext4,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             seccomp: true,
+            host_limits: HostLimits::default(),
         }
     }
 }
@@ -78,6 +82,7 @@ pub struct NsBackend {
     net: Arc<NetworkPool>,
     templates: TemplateStore,
     sandboxes: Mutex<HashMap<String, Entry>>,
+    admission: Admission,
     /// Held for the runtime's life: one runtime per data directory and host.
     _lock: std::fs::File,
 }
@@ -141,15 +146,18 @@ impl NsBackend {
             }
         }
         let cgroups: Arc<dyn CgroupManager> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
+        let admission = Admission::new(&cfg.host_limits, Arc::clone(&cgroups));
         let backend = NsBackend {
             templates: TemplateStore::new(&cfg.data_dir, cfg.id_base),
             cfg,
             cgroups,
-            net: Arc::new(NetworkPool::default()),
+            net: Arc::new(NetworkPool::new(admission.limits().flows_per_sandbox)),
+            admission,
             sandboxes: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         backend.remove_leftovers();
+        backend.admission.apply_totals()?;
         Ok(backend)
     }
 
@@ -163,6 +171,10 @@ impl NsBackend {
 
     pub fn network(&self) -> &NetworkPool {
         &self.net
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -232,6 +244,7 @@ impl NsBackend {
         let dir = self.sandbox_dir(id);
         std::fs::create_dir(&dir).map_err(io_err(&dir))?;
         guard.dir = Some(dir.clone());
+        self.admission.admit(id)?;
         let run = dir.join("run");
         std::fs::create_dir(&run).map_err(io_err(&run))?;
         // Only sandbox root may reach the agent's socket from inside.
@@ -324,6 +337,7 @@ impl NsBackend {
             self.net.release(slot);
         }
         remove_sandbox_dir(&self.sandbox_dir(id));
+        self.admission.release(id);
     }
 }
 
