@@ -1,6 +1,7 @@
 //! SoulBox's node runtime: sandboxes behind the [`Backend`] trait, the Linux-namespace
 //! backend ([`ns::NsBackend`]), and the templates sandboxes start from.
 
+pub mod admission;
 pub mod agent_client;
 pub mod cgroup;
 mod fs_util;
@@ -123,6 +124,9 @@ pub enum RuntimeError {
     },
     #[error("another SoulBox runtime holds {0}; stop it first (one runtime per host)")]
     Locked(PathBuf),
+    /// The host is (nearly) full: a new sandbox would run into a host limit.
+    #[error("no capacity for another sandbox: {0}")]
+    Capacity(String),
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;

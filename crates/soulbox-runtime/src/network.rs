@@ -4,22 +4,31 @@
 //! sandbox root has no capabilities), so reuse is safe.
 //!
 //! Egress goes through one nftables table of SoulBox's own (`inet soulbox`): NAT out, nothing
-//! in, no traffic between sandboxes, none to the host itself or to private, loopback,
-//! link-local or multicast ranges — except DNS to the host's own nameservers.
+//! in, no traffic between sandboxes, none to the host itself, to any network the host is
+//! connected to ([`host_nets`], kept current) or to private, loopback, link-local or multicast
+//! ranges — except DNS to the host's own nameservers. Each slot may hold a bounded number of
+//! tracked flows (`ct count`), so one sandbox cannot fill the host's conntrack table.
 //!
 //! Sandboxes without internet never use a slot: they get a fresh namespace with loopback only.
+
+mod host_nets;
+
+pub use host_nets::HostNets;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Slot addresses: slot `i` owns the /30 at `10.231.0.0 + 4i` (host .1, sandbox .2).
 pub const SUBNET: &str = "10.231.0.0/16";
 const NETNS_PREFIX: &str = "soulbox-";
 const HOST_IF_PREFIX: &str = "sbx-";
 const MAX_SLOTS: u32 = 16384;
+/// Tracked flows (conntrack entries) one sandbox may hold at once, by default. The host's
+/// table (`nf_conntrack_max`) is commonly 65536–262144 entries for everyone.
+pub const DEFAULT_FLOWS_PER_SANDBOX: u32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -58,9 +67,17 @@ impl Slot {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NetworkPool {
     state: Mutex<PoolState>,
+    host_nets: Arc<host_nets::Tracker>,
+    flows_per_sandbox: u32,
+}
+
+impl Default for NetworkPool {
+    fn default() -> Self {
+        NetworkPool::new(DEFAULT_FLOWS_PER_SANDBOX)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +85,7 @@ struct PoolState {
     free: Vec<Slot>,
     next: u32,
     firewall: bool,
+    monitoring: bool,
 }
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
@@ -110,7 +128,7 @@ pub fn host_nameservers() -> Vec<Ipv4Addr> {
         .collect()
 }
 
-fn firewall_rules() -> String {
+fn firewall_rules(nets: &HostNets, flows_per_sandbox: u32) -> String {
     let dns = host_nameservers()
         .iter()
         .map(|a| a.to_string())
@@ -125,6 +143,7 @@ fn firewall_rules() -> String {
         r#"table inet soulbox
 delete table inet soulbox
 table inet soulbox {{
+{sets}  set slot_flows {{ type ifname; size 65535; flags dynamic; }}
   chain input {{
     type filter hook input priority -10; policy accept;
     iifname "{p}*" ct state established,related accept
@@ -135,8 +154,11 @@ table inet soulbox {{
     iifname "{p}*" oifname "{p}*" drop
     oifname "{p}*" ct state established,related accept
     oifname "{p}*" drop
+    iifname "{p}*" ct state new add @slot_flows {{ iifname ct count over {flows_per_sandbox} }} counter reject
     {dns_rule}
     iifname "{p}*" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4 }} drop
+    iifname "{p}*" ip daddr @host_v4 drop
+    iifname "{p}*" ip6 daddr @host_v6 drop
     iifname "{p}*" meta nfproto ipv6 drop
     iifname "{p}*" accept
   }}
@@ -146,11 +168,21 @@ table inet soulbox {{
   }}
 }}
 "#,
-        p = HOST_IF_PREFIX
+        p = HOST_IF_PREFIX,
+        sets = nets.set_definitions(),
     )
 }
 
 impl NetworkPool {
+    /// A pool whose sandboxes may each hold `flows_per_sandbox` tracked flows.
+    pub fn new(flows_per_sandbox: u32) -> Self {
+        NetworkPool {
+            state: Mutex::new(PoolState::default()),
+            host_nets: Arc::default(),
+            flows_per_sandbox,
+        }
+    }
+
     /// Removes every slot and the firewall table a previous run left behind. Only names
     /// SoulBox made are touched.
     pub fn cleanup_stale(&self) {
@@ -171,8 +203,12 @@ impl NetworkPool {
             }
         }
         let _ = run("nft", &["delete", "table", "inet", "soulbox"], None);
+        self.host_nets.removed();
         if let Ok(mut s) = self.state.lock() {
-            *s = PoolState::default();
+            *s = PoolState {
+                monitoring: s.monitoring,
+                ..PoolState::default()
+            };
         }
     }
 
@@ -180,7 +216,13 @@ impl NetworkPool {
         if self.state.lock().map(|s| s.firewall).unwrap_or(false) {
             return Ok(());
         }
-        run("nft", &["-f", "-"], Some(&firewall_rules()))?;
+        self.host_nets.install(|nets| {
+            run(
+                "nft",
+                &["-f", "-"],
+                Some(&firewall_rules(nets, self.flows_per_sandbox)),
+            )
+        })?;
         // NAT needs forwarding; this is the one host-wide setting SoulBox changes.
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetError::Command {
             cmd: "sysctl net.ipv4.ip_forward=1".into(),
@@ -188,6 +230,13 @@ impl NetworkPool {
         })?;
         if let Ok(mut s) = self.state.lock() {
             s.firewall = true;
+            if !s.monitoring {
+                // Without the monitor the sets still hold what was read now; say so.
+                match host_nets::monitor(&self.host_nets) {
+                    Ok(()) => s.monitoring = true,
+                    Err(e) => tracing::warn!("not watching the host's addresses: {e}"),
+                }
+            }
         }
         Ok(())
     }
@@ -280,9 +329,18 @@ mod tests {
 
     #[test]
     fn firewall_names_only_our_table_and_interfaces() {
-        let r = firewall_rules();
+        let nets = HostNets {
+            v4: vec![(Ipv4Addr::new(192, 0, 2, 0), 24)],
+            v6: vec![],
+        };
+        let r = firewall_rules(&nets, 77);
         assert!(r.starts_with("table inet soulbox"));
         assert!(r.contains("oifname \"sbx-*\" drop"));
         assert!(r.contains("masquerade"));
+        assert!(r.contains(
+            "set host_v4 { type ipv4_addr; flags interval; elements = { 192.0.2.0/24 } }"
+        ));
+        assert!(r.contains("set host_v6 { type ipv6_addr; flags interval; }"));
+        assert!(r.contains("ct count over 77 }"));
     }
 }

@@ -6,6 +6,7 @@
 //! else (mounts, loop device) lives only in the sandbox's own mount namespace and disappears
 //! with its last process. Nothing in the directory is reachable from inside the sandbox.
 
+use crate::admission::{Admission, HostLimits};
 use crate::agent_client::AgentClient;
 use crate::cgroup::{self, CgroupManager};
 use crate::ids::IdRanges;
@@ -61,6 +62,8 @@ pub struct RuntimeConfig {
     pub writable_layer: WritableLayer,
     pub cgroup_root: PathBuf,
     pub seccomp: bool,
+    /// What all sandboxes together may take from the host; when creates are refused.
+    pub host_limits: HostLimits,
 }
 
 impl RuntimeConfig {
@@ -75,6 +78,7 @@ impl RuntimeConfig {
             writable_layer: WritableLayer::Ext4,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             seccomp: true,
+            host_limits: HostLimits::default(),
         }
     }
 }
@@ -95,6 +99,7 @@ pub struct NsBackend {
     agent_layer: PathBuf,
     templates: TemplateStore,
     sandboxes: Mutex<HashMap<String, Entry>>,
+    admission: Admission,
     /// Held for the runtime's life: one runtime per data directory and host.
     _lock: std::fs::File,
 }
@@ -159,17 +164,20 @@ impl NsBackend {
         }
         let cgroups: Arc<dyn CgroupManager> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
         let agent_layer = agent_layer(&cfg.data_dir, &cfg.agent)?;
+        let admission = Admission::new(&cfg.host_limits, Arc::clone(&cgroups));
         let backend = NsBackend {
             templates: TemplateStore::new(&cfg.data_dir),
             ids: IdRanges::new(cfg.id_base, cfg.id_ranges),
             agent_layer,
             cfg,
             cgroups,
-            net: Arc::new(NetworkPool::default()),
+            net: Arc::new(NetworkPool::new(admission.limits().flows_per_sandbox)),
+            admission,
             sandboxes: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         backend.remove_leftovers();
+        backend.admission.apply_totals()?;
         Ok(backend)
     }
 
@@ -183,6 +191,10 @@ impl NsBackend {
 
     pub fn network(&self) -> &NetworkPool {
         &self.net
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -261,6 +273,7 @@ impl NsBackend {
             ))
         })?;
         guard.ids = Some(ids);
+        self.admission.admit(id)?;
 
         let upper = match self.cfg.writable_layer {
             WritableLayer::Ext4 => {
@@ -359,6 +372,7 @@ impl NsBackend {
             self.net.release(slot);
         }
         remove_sandbox_dir(&self.sandbox_dir(id));
+        self.admission.release(id);
         // Only once every process of the range is gone may another sandbox have its ids.
         if let Some(ids) = ids {
             self.ids.release(ids);

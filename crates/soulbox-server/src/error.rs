@@ -66,6 +66,7 @@ impl From<soulbox_runtime::RuntimeError> for ApiError {
         match e {
             R::NotFound(id) => ApiError::NotFound(format!("sandbox {id} not found")),
             R::InvalidSpec(m) => ApiError::BadRequest(m),
+            c @ R::Capacity(_) => ApiError::Unavailable(c.to_string()),
             R::Template(t @ soulbox_runtime::template::TemplateError::Unknown(_)) => {
                 ApiError::NotFound(t.to_string())
             }

@@ -408,7 +408,9 @@ for i in range(50):
 
 #[tokio::test]
 async fn nat_reaches_a_namespace_playing_the_internet() {
-    // A network namespace of our own plays "the internet": 198.51.100.1, routed via the host.
+    // A network namespace of our own plays "the internet": 198.51.100.1, behind a gateway
+    // (203.0.113.1) on a network the host is connected to — a connected network itself is
+    // the host's own and refused.
     let ns = format!("sbxtest-inet-{}", std::process::id() % 10000);
     let run = |args: &str| {
         let st = std::process::Command::new("sh")
@@ -418,7 +420,7 @@ async fn nat_reaches_a_namespace_playing_the_internet() {
             .unwrap();
         assert!(st.success(), "{args}");
     };
-    run(&format!("ip netns add {ns} && ip link add sbxt-h type veth peer name sbxt-i netns {ns} && ip addr add 198.51.100.254/24 dev sbxt-h && ip link set sbxt-h up && ip -n {ns} addr add 198.51.100.1/24 dev sbxt-i && ip -n {ns} link set sbxt-i up && ip -n {ns} link set lo up"));
+    run(&format!("ip netns add {ns} && ip link add sbxt-h type veth peer name sbxt-i netns {ns} && ip addr add 203.0.113.254/24 dev sbxt-h && ip link set sbxt-h up && ip -n {ns} addr add 203.0.113.1/24 dev sbxt-i && ip -n {ns} addr add 198.51.100.1/32 dev lo && ip -n {ns} link set sbxt-i up && ip -n {ns} link set lo up && ip -n {ns} route add default via 203.0.113.254 && ip route add 198.51.100.0/24 via 203.0.113.1 dev sbxt-h"));
     let mut server = std::process::Command::new("ip")
         .args([
             "netns",
@@ -447,5 +449,5 @@ for i in range(50):
     let _ = server.wait();
     run(&format!("ip link delete sbxt-h; ip netns delete {ns}"));
     // The "internet" saw the host's address, not the sandbox's: NAT.
-    assert_eq!(text(&out.stdout).trim(), "peer 198.51.100.254", "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), "peer 203.0.113.254", "{out:?}");
 }

@@ -70,9 +70,41 @@ pub struct Stats {
     pub pids: u64,
 }
 
+/// Limits of SoulBox's parent group, which holds every sandbox's group: what all sandboxes
+/// together may take from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub pids: u64,
+    /// CPU time all sandboxes together may use, in thousandths of a CPU.
+    pub cpu_millis: u64,
+    /// CPU weight against the host's other groups, on cgroup v2's scale (default 100; v1
+    /// `cpu.shares` are this × 1024 / 100).
+    pub cpu_weight: u64,
+}
+
+/// What the parent group holds and enforces now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TotalsUsage {
+    pub pids: u64,
+    /// `None`: no limit.
+    pub pids_max: Option<u64>,
+    pub cpu_max_millis: Option<u64>,
+    pub cpu_weight: u64,
+    /// Periods in which the parent's CPU limit held all sandboxes back.
+    pub cpu_throttled_periods: u64,
+}
+
+/// A limit file's value: a number, or `None` for "max" / -1.
+pub(crate) fn read_limit(path: &Path) -> Option<u64> {
+    read(path).ok()?.split_whitespace().next()?.parse().ok()
+}
+
 pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// "v1" or "v2".
     fn version(&self) -> &'static str;
+    /// Sets the totals of the parent group. A sandbox's own CPU limit is never above them.
+    fn set_totals(&self, totals: &Totals) -> Result<()>;
+    fn totals(&self) -> TotalsUsage;
     /// Creates the sandbox's groups with its limits; returns the `cgroup.procs` files a
     /// process writes its pid to in order to join them.
     fn create(&self, id: &str, limits: &Limits) -> Result<Vec<PathBuf>>;

@@ -55,9 +55,46 @@ impl V1 {
     }
 }
 
+impl V1 {
+    /// The parent's CPU quota per [`PERIOD_US`], if it has one.
+    fn parent_quota(&self) -> Option<u64> {
+        let quota = read_limit(&self.cpu.join("cpu.cfs_quota_us"))?;
+        let period = read_limit(&self.cpu.join("cpu.cfs_period_us")).unwrap_or(PERIOD_US);
+        Some(quota * PERIOD_US / period.max(1))
+    }
+}
+
 impl CgroupManager for V1 {
     fn version(&self) -> &'static str {
         "v1"
+    }
+
+    fn set_totals(&self, t: &Totals) -> Result<()> {
+        write(&self.pids.join("pids.max"), t.pids.to_string())?;
+        let quota = t.cpu_millis * PERIOD_US / 1000;
+        // Children above the new total first, or the kernel refuses the parent's quota.
+        for e in std::fs::read_dir(&self.cpu).into_iter().flatten().flatten() {
+            let q = e.path().join("cpu.cfs_quota_us");
+            if read_limit(&q).is_some_and(|v| v > quota) {
+                write(&q, quota.to_string())?;
+            }
+        }
+        write(&self.cpu.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
+        write(&self.cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
+        write(
+            &self.cpu.join("cpu.shares"),
+            (t.cpu_weight * 1024 / 100).max(2).to_string(),
+        )
+    }
+
+    fn totals(&self) -> TotalsUsage {
+        TotalsUsage {
+            pids: read_u64(&self.pids.join("pids.current")),
+            pids_max: read_limit(&self.pids.join("pids.max")),
+            cpu_max_millis: self.parent_quota().map(|q| q * 1000 / PERIOD_US),
+            cpu_weight: read_u64(&self.cpu.join("cpu.shares")) * 100 / 1024,
+            cpu_throttled_periods: keyed(&self.cpu.join("cpu.stat"), "nr_throttled "),
+        }
     }
 
     fn create(&self, id: &str, l: &Limits) -> Result<Vec<PathBuf>> {
@@ -80,10 +117,12 @@ impl CgroupManager for V1 {
         }
         let cpu = self.cpu.join(id);
         write(&cpu.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
-        write(
-            &cpu.join("cpu.cfs_quota_us"),
-            (l.cpu_millis * PERIOD_US / 1000).to_string(),
-        )?;
+        // v1 refuses (EINVAL) a child quota above its parent's: the total caps each sandbox.
+        let mut quota = l.cpu_millis * PERIOD_US / 1000;
+        if let Some(total) = self.parent_quota() {
+            quota = quota.min(total);
+        }
+        write(&cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
         write(&self.pids.join(id).join("pids.max"), l.pids.to_string())?;
         Ok(dirs.iter().map(|d| d.join("cgroup.procs")).collect())
     }

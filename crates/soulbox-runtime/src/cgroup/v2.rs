@@ -29,6 +29,35 @@ impl CgroupManager for V2 {
         "v2"
     }
 
+    fn set_totals(&self, t: &Totals) -> Result<()> {
+        write(&self.base.join("pids.max"), t.pids.to_string())?;
+        write(
+            &self.base.join("cpu.max"),
+            format!("{} {PERIOD_US}", t.cpu_millis * PERIOD_US / 1000),
+        )?;
+        write(
+            &self.base.join("cpu.weight"),
+            t.cpu_weight.clamp(1, 10_000).to_string(),
+        )
+    }
+
+    fn totals(&self) -> TotalsUsage {
+        let cpu_max = read(&self.base.join("cpu.max")).unwrap_or_default();
+        let mut it = cpu_max.split_whitespace();
+        let quota = it.next().and_then(|q| q.parse::<u64>().ok());
+        let period = it
+            .next()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(PERIOD_US);
+        TotalsUsage {
+            pids: read_u64(&self.base.join("pids.current")),
+            pids_max: read_limit(&self.base.join("pids.max")),
+            cpu_max_millis: quota.map(|q| q * 1000 / period.max(1)),
+            cpu_weight: read_u64(&self.base.join("cpu.weight")),
+            cpu_throttled_periods: keyed(&self.base.join("cpu.stat"), "nr_throttled "),
+        }
+    }
+
     fn create(&self, id: &str, l: &Limits) -> Result<Vec<PathBuf>> {
         let d = self.base.join(id);
         std::fs::create_dir_all(&d).map_err(|source| CgroupError::Io {

@@ -4,10 +4,16 @@
 //! reshape namespaces, or widen the kernel attack surface for no common use. Denied calls fail
 //! with EPERM; `clone3` fails with ENOSYS so that libc falls back to `clone`, whose flags a
 //! classic filter can inspect.
+//!
+//! Two gaps a list of syscall numbers leaves are closed by their own programs: sockets of
+//! address families a sandbox has no use for (`AF_VSOCK` is not namespaced and bypasses the
+//! firewall), and syscall numbers with the x32 bit set (the same calls under other numbers,
+//! which no rule names). Every program first checks the architecture: anything but x86_64
+//! (e.g. `int 0x80` from a 64-bit process) kills the process.
 
 use seccompiler::{
-    apply_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    apply_filter, sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp,
+    SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
 use std::collections::BTreeMap;
 
@@ -71,6 +77,22 @@ const NAMESPACE_FLAGS: &[u64] = &[
     0x80, // CLONE_NEWTIME
 ];
 
+/// Socket address families a sandbox may create; `socket` and `socketpair` of any other fail
+/// with EAFNOSUPPORT, as on a kernel without them. `AF_NETLINK` stays for `ip`, `ss` and
+/// glibc's `getifaddrs`. `AF_PACKET` is refused: it only serves sniffing or forging frames on
+/// a link that carries the sandbox's own traffic anyway, and it has been a repeated kernel
+/// privilege-escalation path (CVE-2016-8655, CVE-2017-7308, CVE-2020-14386); ping and
+/// traceroute use `AF_INET` sockets.
+const ALLOWED_FAMILIES: &[(&str, i32)] = &[
+    ("AF_UNIX", libc::AF_UNIX),
+    ("AF_INET", libc::AF_INET),
+    ("AF_INET6", libc::AF_INET6),
+    ("AF_NETLINK", libc::AF_NETLINK),
+];
+
+/// Set in the syscall number by x32 programs (`__X32_SYSCALL_BIT`).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
 fn build(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, String> {
     let arch =
         TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("seccomp: {e:?}"))?;
@@ -102,10 +124,52 @@ pub fn programs() -> Result<Vec<BpfProgram>, String> {
     deny.insert(libc::SYS_clone, clone_rules);
     let enosys = BTreeMap::from([(libc::SYS_clone3, vec![])]);
     Ok(vec![
+        x32_and_arch(),
         build(deny, libc::EPERM)?,
         build(enosys, libc::ENOSYS)?,
+        build(socket_families()?, libc::EAFNOSUPPORT)?,
     ])
 }
+
+/// Matches `socket`/`socketpair` whose domain (argument 0, an `int`) is none of
+/// [`ALLOWED_FAMILIES`].
+fn socket_families() -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
+    let not_allowed = ALLOWED_FAMILIES
+        .iter()
+        .map(|(_, f)| {
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, *f as u64)
+                .map_err(|e| format!("seccomp condition: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rule = SeccompRule::new(not_allowed).map_err(|e| format!("seccomp rule: {e}"))?;
+    Ok([libc::SYS_socket, libc::SYS_socketpair]
+        .into_iter()
+        .map(|nr| (nr, vec![rule.clone()]))
+        .collect())
+}
+
+/// A hand-written program, since rules match exact numbers only: kill on any architecture but
+/// x86_64, refuse (EPERM) every number with the x32 bit, allow the rest to the other programs.
+fn x32_and_arch() -> BpfProgram {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // Offsets in `struct seccomp_data`: nr at 0, arch at 4.
+    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// `AUDIT_ARCH_X86_64`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 
 /// Installs the filters on the calling thread (and everything it later runs).
 pub fn install(programs: &[BpfProgram]) -> Result<(), String> {
@@ -118,4 +182,21 @@ pub fn install(programs: &[BpfProgram]) -> Result<(), String> {
 /// Names of the refused syscalls, for `soulbox doctor` and the docs.
 pub fn denied_names() -> impl Iterator<Item = &'static str> {
     DENIED.iter().map(|(n, _)| *n)
+}
+
+/// Names of the socket address families a sandbox may use.
+pub fn allowed_families() -> impl Iterator<Item = &'static str> {
+    ALLOWED_FAMILIES.iter().map(|(n, _)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_program_compiles() {
+        let p = programs().unwrap();
+        assert_eq!(p.len(), 4);
+        assert!(p.iter().all(|p| !p.is_empty() && p.len() < 4096));
+    }
 }

@@ -9,6 +9,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Changes the configuration of this test process's runtime; call before the first
+/// [`backend`] (a test binary that needs low thresholds calls it in every test).
+pub fn configure(f: fn(&mut RuntimeConfig)) {
+    let _ = CONFIGURE.set(f);
+}
+
+static CONFIGURE: OnceLock<fn(&mut RuntimeConfig)> = OnceLock::new();
+
 /// One runtime per test process: the runtime lock is host-wide.
 pub fn backend() -> Arc<NsBackend> {
     static B: OnceLock<Arc<NsBackend>> = OnceLock::new();
@@ -17,7 +25,10 @@ pub fn backend() -> Arc<NsBackend> {
         let data = std::env::var_os("SOULBOX_TEST_DATA_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| "/var/lib/soulbox-test".into());
-        let cfg = RuntimeConfig::new(data, exe.with_file_name("soulbox-agent"), exe);
+        let mut cfg = RuntimeConfig::new(data, exe.with_file_name("soulbox-agent"), exe);
+        if let Some(f) = CONFIGURE.get() {
+            f(&mut cfg);
+        }
         let b = NsBackend::new(cfg).expect("runtime starts (run the tests as root)");
         b.templates()
             .ensure("tiny", &mut |_| {})
