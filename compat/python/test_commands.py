@@ -11,6 +11,14 @@ def test_run_output_env_cwd_user(sbx):
     assert sbx.commands.run("id -un", user="root").stdout == "root\n"
 
 
+def test_sudo_as_user(sbx):
+    # E2B's templates give `user` passwordless sudo; an earlier command's envs do not leak in.
+    assert sbx.commands.run("echo $SECRET_X", envs={"SECRET_X": "leak"}).stdout == "leak\n"
+    r = sbx.commands.run("sudo echo hi; sudo id -un; sudo env | grep -c SECRET_X || true")
+    assert r.stdout == "hi\nroot\n0\n", r.stdout + r.stderr
+    assert "unable to resolve host" not in r.stderr
+
+
 def test_non_zero_exit_raises(sbx):
     with pytest.raises(CommandExitException) as e:
         sbx.commands.run("echo partial; exit 7")

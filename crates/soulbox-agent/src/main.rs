@@ -132,11 +132,41 @@ fn log_inside() {
     }
 }
 
+/// Makes the sandbox's hostname (its id) resolve, as programs such as `sudo` expect.
+fn hosts_entry() {
+    let Ok(name) = nix::unistd::gethostname() else {
+        return;
+    };
+    let name = name.to_string_lossy().into_owned();
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if hosts
+        .lines()
+        .any(|l| l.split_whitespace().skip(1).any(|h| h == name))
+    {
+        return;
+    }
+    let mut add = String::new();
+    if !hosts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("localhost"))
+    {
+        add.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    }
+    add.push_str(&format!("127.0.1.1\t{name}\n"));
+    let sep = if hosts.is_empty() || hosts.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    let _ = std::fs::write("/etc/hosts", format!("{hosts}{sep}{add}"));
+}
+
 async fn run(args: Args, init: InitSpec) -> Result<(), String> {
     reaper::start().map_err(|e| format!("installing the SIGCHLD handler: {e}"))?;
     let listener = listener(&args)?;
     if args.listen_fd.is_some() {
         log_inside();
+        hosts_entry();
     }
     let agent = Agent::new(init);
     let app = server::router(agent.clone());

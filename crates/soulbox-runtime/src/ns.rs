@@ -361,8 +361,16 @@ impl NsBackend {
     fn teardown(&self, id: &str, pid: Option<i32>, slot: Option<Slot>, ids: Option<u32>) {
         if let Some(pid) = pid {
             let pid = Pid::from_raw(pid);
-            // Killing a pid namespace's init kills every process in it.
+            // Killing a pid namespace's init kills every process in it. A paused sandbox's
+            // processes are frozen and die only once thawed: every one gets its SIGKILL while
+            // still frozen, so none runs again before it dies.
+            for p in self.cgroups.pids(id) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            if let Err(e) = self.cgroups.set_frozen(id, false) {
+                tracing::warn!(sandbox_id = id, "thawing to kill: {e}");
+            }
             let _ = nix::sys::wait::waitpid(pid, None);
         }
         if let Err(e) = self.cgroups.destroy(id) {
@@ -380,27 +388,27 @@ impl NsBackend {
     }
 }
 
-/// Removes a sandbox directory without ever descending into a mount point: `root/` and
-/// `upper/` are only removed if empty, so a stray mount can never lead to deleting a template.
+/// Removes a sandbox directory and everything in it (also what an older version left there),
+/// without ever leaving its file system: a stray mount (a template's layer, say) is never
+/// descended into, so it can never lead to deleting what is mounted there.
 fn remove_sandbox_dir(dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let is_layer_mount = name
-                .strip_prefix('l')
-                .is_some_and(|n| n.parse::<u32>().is_ok());
-            if name == "root" || name == "upper" || is_layer_mount {
-                let _ = std::fs::remove_dir(e.path());
+    if !dir.exists() {
+        return;
+    }
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .same_file_system(true)
+        .contents_first(true);
+    for e in walk.into_iter().flatten() {
+        let r = if e.file_type().is_dir() {
+            std::fs::remove_dir(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        if let Err(err) = r {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %e.path().display(), "sandbox directory not removed: {err}");
             }
-        }
-    }
-    for name in ["upper.img", soulbox_protocol::AGENT_SOCKET_NAME] {
-        let _ = std::fs::remove_file(dir.join(name));
-    }
-    if let Err(e) = std::fs::remove_dir(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), "sandbox directory not removed: {e}");
         }
     }
 }

@@ -55,3 +55,30 @@ async fn pause_freezes_and_resume_thaws() {
     let out = sb.sh_as(None, "echo thawed").await;
     assert_eq!(text(&out.stdout).trim(), "thawed");
 }
+
+/// Issue 10 item 2: killing a paused sandbox used to hang (its frozen init never died).
+#[tokio::test]
+async fn killing_a_paused_sandbox_leaves_nothing() {
+    let sb = Sandbox::new(Limits::default(), false).await;
+    let b = backend();
+    let out = sb
+        .sh_as(None, "nohup sleep 1000 >/dev/null 2>&1 & echo $!")
+        .await;
+    assert_eq!(out.exit_code, 0);
+    let pids = b.cgroups().pids(&sb.info.id);
+    assert!(pids.len() >= 2, "{pids:?}");
+    let dir = b.sandbox_dir(&sb.info.id);
+    b.pause(&sb.info.id).await.unwrap();
+    let id = sb.info.id.clone();
+    tokio::time::timeout(Duration::from_secs(30), sb.kill())
+        .await
+        .expect("kill of a paused sandbox finishes");
+    for p in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "process {p} outlived the kill"
+        );
+    }
+    assert!(!b.cgroups().existing().contains(&id), "cgroups are left");
+    assert!(!dir.exists(), "{} is left", dir.display());
+}

@@ -67,3 +67,32 @@ async fn base_and_code_interpreter_follow_e2b_conventions() {
     .await;
     assert_eq!(out.trim(), "imports-ok");
 }
+
+/// Issue 10 item 6: `sudo` works for `user` in `base`, as in E2B's templates, and the root it
+/// reaches is the sandbox's, not the host's.
+#[tokio::test]
+async fn sudo_reaches_sandbox_root_only() {
+    let out = check(
+        "base",
+        "sudo id -u; sudo echo hi; sudo -n true && echo nopasswd; \
+         sudo cat /proc/self/uid_map; sudo mount -t tmpfs x /mnt 2>/dev/null || echo no-mount; \
+         sudo sh -c 'echo 1 > /proc/sys/kernel/sysrq' 2>/dev/null || echo no-sysctl",
+    )
+    .await;
+    let l: Vec<_> = out.lines().collect();
+    assert_eq!(&l[..3], &["0", "hi", "nopasswd"], "{out}");
+    let map: Vec<u64> = l[3]
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(map.len(), 3, "{out}");
+    assert!(
+        map[1] >= u64::from(soulbox_runtime::ns::DEFAULT_ID_BASE),
+        "sudo's root is host uid {}",
+        map[1]
+    );
+    assert!(
+        out.contains("no-mount") && out.contains("no-sysctl"),
+        "{out}"
+    );
+}

@@ -208,9 +208,10 @@ fn init(spec: &LaunchSpec, filters: &[seccompiler::BpfProgram], fds: InitFds) ->
         return Err(format!("close_range: {}", std::io::Error::last_os_error()));
     }
     std::mem::forget(fds);
-    drop_capabilities()?;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    // No no-new-privileges: setuid `sudo` works inside, as in E2B's templates; it reaches sandbox
+    // root, which is an unprivileged host uid of the sandbox's own range.
     seccomp::install(filters)?;
+    drop_capabilities()?;
 
     let prog = c"/.soulbox/agent";
     let argv = [

@@ -12,8 +12,8 @@
 //! (e.g. `int 0x80` from a 64-bit process) kills the process.
 
 use seccompiler::{
-    apply_filter, sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp,
-    SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
 };
 use std::collections::BTreeMap;
 
@@ -172,9 +172,32 @@ fn x32_and_arch() -> BpfProgram {
 const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 
 /// Installs the filters on the calling thread (and everything it later runs).
+/// Installs the programs without setting no-new-privileges (seccompiler's `apply_filter` always
+/// sets it): setuid programs such as `sudo` keep working inside the sandbox, where they can only
+/// reach sandbox root. Needs CAP_SYS_ADMIN in the caller's user namespace, so it runs before the
+/// capabilities are dropped.
 pub fn install(programs: &[BpfProgram]) -> Result<(), String> {
     for p in programs {
-        apply_filter(p).map_err(|e| format!("installing seccomp filter: {e}"))?;
+        let prog = libc::sock_fprog {
+            len: u16::try_from(p.len()).map_err(|_| "seccomp program too long".to_string())?,
+            filter: p.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: SECCOMP_SET_MODE_FILTER reads the program we own for the length we pass;
+        // seccompiler's instructions have the layout of `struct sock_filter`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "installing seccomp filter: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }

@@ -35,6 +35,7 @@ const COMMON: &[&str] = &[
     "less",
     "iproute2",
     "locales",
+    "sudo",
 ];
 
 pub const RECIPES: &[Recipe] = &[
@@ -111,6 +112,10 @@ impl Recipe {
             r#"if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1 && [ -x "$1/usr/sbin/update-ca-certificates" ]; then cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" && chroot "$1" update-ca-certificates >/dev/null; fi"#.to_string(),
             r#"rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*"#.to_string(),
         ];
+        if self.packages.contains(&"sudo") {
+            // E2B's templates: `user` runs anything as root without a password.
+            v.push(r#"echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' > "$1/etc/sudoers.d/user" && chmod 0440 "$1/etc/sudoers.d/user""#.into());
+        }
         if self.packages.contains(&"locales") {
             v.push(r#"echo 'en_US.UTF-8 UTF-8' > "$1/etc/locale.gen" && chroot "$1" locale-gen >/dev/null"#.into());
         }

@@ -1,0 +1,169 @@
+//! The `soulbox` binary as an operator runs it: a data directory under a private parent, and a
+//! graceful stop of `serve` while a sandbox is paused. This file never starts a runtime of its
+//! own (the runtime lock is host-wide): every sandbox here belongs to a child `soulbox`.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "e2b_0000000000000000000000000000000000005e7e";
+
+/// The tests here take turns: each child `soulbox` takes the host-wide runtime lock.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn test_data_dir() -> PathBuf {
+    std::env::var_os("SOULBOX_TEST_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/soulbox-test".into())
+}
+
+/// Every cgroup directory SoulBox keeps for `id`, on any hierarchy.
+fn cgroup_traces(id: &str) -> Vec<PathBuf> {
+    let mut found = vec![];
+    for c in ["memory", "cpu", "pids", "freezer", "unified", "cpu,cpuacct"] {
+        let p = Path::new("/sys/fs/cgroup").join(c).join("soulbox").join(id);
+        if p.exists() {
+            found.push(p);
+        }
+    }
+    let v2 = Path::new("/sys/fs/cgroup/soulbox").join(id);
+    if v2.exists() {
+        found.push(v2);
+    }
+    found
+}
+
+/// Issue 10 item 1: `serve --data-dir "$(mktemp -d)"` (a 0700 parent, as `/root` is) made every
+/// create fail with EACCES. A data directory anywhere works.
+#[test]
+fn a_data_dir_under_a_private_parent_works() {
+    let _turn = turn();
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = parent.path().join("data");
+    // The tiny template, hard-linked from the test data directory (built before the tests).
+    let src = test_data_dir().join("templates");
+    std::fs::create_dir_all(&data).unwrap();
+    let st = Command::new("cp")
+        .arg("-al")
+        .arg(&src)
+        .arg(data.join("templates"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying the templates");
+    let out = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["run", "-t", "tiny", "--", "id -un; echo started"])
+        .env("SOULBOX_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success() && o.contains("started"), "{o}{e}");
+}
+
+struct Serve {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Serve {
+    /// A failed test must not leave its server running (it holds the runtime lock).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn start_serve() -> Serve {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["serve", "--listen", &addr.to_string()])
+        .args(["--templates", "tiny", "--warm-pool", ""])
+        .env("SOULBOX_DATA_DIR", test_data_dir())
+        .env("SOULBOX_ADMIN_API_KEY", KEY)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Serve { child, addr }
+}
+
+async fn wait_healthy(addr: SocketAddr) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && common::http(addr, "GET", "/health", &[], b"").await.0 == 204
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("serve did not come up on {addr}");
+}
+
+/// Issue 10 item 2: a paused sandbox must not stop a graceful stop of `serve`, and nothing of it
+/// may stay behind (its frozen processes, cgroups, directory).
+#[tokio::test]
+async fn a_graceful_stop_with_a_paused_sandbox_finishes_and_leaves_nothing() {
+    let _turn = turn();
+    let mut s = start_serve();
+    wait_healthy(s.addr).await;
+    let key = [("X-API-KEY", KEY), ("Content-Type", "application/json")];
+    let (status, body) = common::http(
+        s.addr,
+        "POST",
+        "/sandboxes",
+        &key,
+        br#"{"templateID":"tiny","timeout":300}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["sandboxID"].as_str().unwrap().to_string();
+    let dir = test_data_dir().join("sandboxes").join(&id);
+    assert!(dir.exists() && !cgroup_traces(&id).is_empty());
+    let (status, body) =
+        common::http(s.addr, "POST", &format!("/sandboxes/{id}/pause"), &key, b"").await;
+    assert_eq!(status, 204, "{body}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.is_some(),
+        "serve did not stop within a minute of SIGTERM"
+    );
+    assert!(!dir.exists(), "{} is left", dir.display());
+    assert_eq!(
+        cgroup_traces(&id),
+        Vec::<PathBuf>::new(),
+        "cgroups are left"
+    );
+}
