@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "e2b_0000000000000000000000000000000000005e7e";
 
 /// The tests here take turns: each child `soulbox` takes the host-wide runtime lock.
-static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn test_data_dir() -> PathBuf {
     std::env::var_os("SOULBOX_TEST_DATA_DIR")
@@ -45,7 +41,7 @@ fn cgroup_traces(id: &str) -> Vec<PathBuf> {
 /// create fail with EACCES. A data directory anywhere works.
 #[test]
 fn a_data_dir_under_a_private_parent_works() {
-    let _turn = turn();
+    let _turn = TURN.blocking_lock();
     let parent = tempfile::tempdir().unwrap();
     std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let data = parent.path().join("data");
@@ -120,7 +116,7 @@ async fn wait_healthy(addr: SocketAddr) {
 /// may stay behind (its frozen processes, cgroups, directory).
 #[tokio::test]
 async fn a_graceful_stop_with_a_paused_sandbox_finishes_and_leaves_nothing() {
-    let _turn = turn();
+    let _turn = TURN.lock().await;
     let mut s = start_serve();
     wait_healthy(s.addr).await;
     let key = [("X-API-KEY", KEY), ("Content-Type", "application/json")];
