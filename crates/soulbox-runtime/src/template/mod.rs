@@ -84,13 +84,39 @@ impl TemplateStore {
     /// build's output.
     pub fn ensure(&self, name: &str, progress: &mut dyn FnMut(&str)) -> Result<Template> {
         match self.get(name) {
-            Err(TemplateError::NotBuilt(_)) => self.build(name, progress),
+            Err(TemplateError::NotBuilt(_)) => {
+                let _lock = self.build_lock(name)?;
+                // Someone else may have built it while we waited for the lock.
+                match self.get(name) {
+                    Err(TemplateError::NotBuilt(_)) => self.build_locked(name, progress),
+                    other => other,
+                }
+            }
             other => other,
         }
     }
 
     /// Builds (or rebuilds) a template.
     pub fn build(&self, name: &str, progress: &mut dyn FnMut(&str)) -> Result<Template> {
+        let _lock = self.build_lock(name)?;
+        self.build_locked(name, progress)
+    }
+
+    /// One build of a template at a time, across threads and processes: builds of the same
+    /// template share a work directory.
+    fn build_lock(&self, name: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let r = recipe::find(name).ok_or_else(|| TemplateError::Unknown(name.to_string()))?;
+        let io = |source| TemplateError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let f = std::fs::File::create(self.dir.join(format!(".{}.lock", r.name))).map_err(io)?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io(std::io::Error::from(e)))
+    }
+
+    fn build_locked(&self, name: &str, progress: &mut dyn FnMut(&str)) -> Result<Template> {
         let r = recipe::find(name).ok_or_else(|| TemplateError::Unknown(name.to_string()))?;
         let fail = |msg: String| TemplateError::Build {
             name: r.name.into(),

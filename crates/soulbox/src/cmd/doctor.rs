@@ -77,12 +77,12 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
         .take(2)
         .filter_map(|p| p.parse().ok())
         .collect();
-    let new_enough = major_minor.len() == 2 && (major_minor[0], major_minor[1]) >= (5, 12);
+    let new_enough = major_minor.len() == 2 && (major_minor[0], major_minor[1]) >= (5, 19);
     checks.push(check(
         "kernel",
         new_enough,
         format!("Linux {kernel}"),
-        "SoulBox needs Linux 5.12 or newer (LOOP_CONFIGURE, overlayfs in user namespaces)",
+        "SoulBox needs Linux 5.19 or newer (LOOP_CONFIGURE, id-mapped mounts under overlayfs)",
     ));
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
