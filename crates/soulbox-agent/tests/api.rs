@@ -634,12 +634,16 @@ async fn filesystem_methods() {
         )
         .await
         .unwrap();
+    // As envd: a link reports its target's type and the resolved target path.
     assert_eq!(
         (
-            st["entry"]["isSymlink"].as_bool(),
+            st["entry"]["type"].as_str(),
             st["entry"]["symlinkTarget"].as_str()
         ),
-        (Some(true), Some("b/f.txt"))
+        (
+            Some("FILE_TYPE_FILE"),
+            Some(format!("{dir}/a/b/f.txt").as_str())
+        )
     );
     assert_eq!(
         code(
