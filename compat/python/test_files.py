@@ -2,6 +2,7 @@ import urllib.request
 
 import pytest
 from e2b.exceptions import NotFoundException
+from e2b import FilesystemEventType
 from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
 
 
@@ -36,16 +37,49 @@ def test_watch(sbx):
     sbx.files.make_dir("/home/user/w")
     handle = sbx.files.watch_dir("/home/user/w")
     sbx.files.write("/home/user/w/file.txt", "hi")
-    import time
-
-    events = []
-    for _ in range(50):
-        events += handle.get_new_events()
-        if any(e.name == "file.txt" for e in events):
-            break
-        time.sleep(0.1)
+    events = handle.get_new_events()
     handle.stop()
     assert any(e.name == "file.txt" for e in events)
+
+
+def kinds(events):
+    return [(e.name, e.type) for e in events]
+
+
+def test_watch_reports_what_envd_reports_for_a_write(sbx):
+    # As envd (and E2B's own SDK tests): a new file is created, given its owner, written; all
+    # three are in the first get_new_events() after the write returned.
+    sbx.files.make_dir("/home/user/wn")
+    handle = sbx.files.watch_dir("/home/user/wn", include_entry=True)
+    sbx.files.write("/home/user/wn/f.txt", "one")
+    events = handle.get_new_events()
+    assert kinds(events) == [("f.txt", FilesystemEventType.CREATE), ("f.txt", FilesystemEventType.CHMOD), ("f.txt", FilesystemEventType.WRITE)]
+    assert all(e.entry is not None and e.entry.type == FileType.FILE for e in events)
+    # Overwriting: the owner is set again, then the truncation and the write (one event when
+    # the kernel merges them, two when the watcher read between them, as with envd).
+    sbx.files.write("/home/user/wn/f.txt", "two")
+    events = kinds(handle.get_new_events())
+    assert events[0] == ("f.txt", FilesystemEventType.CHMOD)
+    assert events[1:] in ([("f.txt", FilesystemEventType.WRITE)], [("f.txt", FilesystemEventType.WRITE)] * 2)
+    handle.stop()
+
+
+def test_recursive_watch_reports_nested_writes(sbx):
+    sbx.files.make_dir("/home/user/wr/nested")
+    handle = sbx.files.watch_dir("/home/user/wr", recursive=True)
+    sbx.files.write("/home/user/wr/nested/f.txt", "x")
+    assert kinds(handle.get_new_events()) == [("nested/f.txt", FilesystemEventType.CREATE), ("nested/f.txt", FilesystemEventType.CHMOD), ("nested/f.txt", FilesystemEventType.WRITE)]
+    # Directories made after the watch began are watched too.
+    sbx.files.make_dir("/home/user/wr/later/deeper")
+    sbx.files.write("/home/user/wr/later/deeper/g.txt", "y")
+    assert kinds(handle.get_new_events()) == [
+        ("later", FilesystemEventType.CREATE),
+        ("later/deeper", FilesystemEventType.CREATE),
+        ("later/deeper/g.txt", FilesystemEventType.CREATE),
+        ("later/deeper/g.txt", FilesystemEventType.CHMOD),
+        ("later/deeper/g.txt", FilesystemEventType.WRITE),
+    ]
+    handle.stop()
 
 
 def test_signed_urls(sbx):

@@ -256,7 +256,7 @@ pub async fn make_dir(
     body: bytes::Bytes,
 ) -> RpcResult<EntryResponse> {
     let req: PathRequest = rpc::decode_unary(&body)?;
-    with_path(&agent, &headers, &req.path, |p| {
+    let made = with_path(&agent, &headers, &req.path, |p| {
         match std::fs::symlink_metadata(p) {
             Ok(md) if md.is_dir() => {
                 return Err(ConnectError::new(
@@ -275,7 +275,10 @@ pub async fn make_dir(
         std::fs::create_dir_all(p).map_err(|e| io_error(p, e))?;
         entry_response(p)
     })
-    .await
+    .await;
+    // Recursive watches watch the new directories before the answer.
+    agent.watchers.sync();
+    made
 }
 
 pub async fn move_entry(
@@ -289,7 +292,7 @@ pub async fn move_entry(
         resolve(&agent, &user, &req.source),
         resolve(&agent, &user, &req.destination),
     );
-    as_user(&user, move || {
+    let moved = as_user(&user, move || {
         std::fs::symlink_metadata(&src).map_err(|e| io_error(&src, e))?;
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
@@ -297,7 +300,10 @@ pub async fn move_entry(
         std::fs::rename(&src, &dst).map_err(|e| io_error(&src, e))?;
         entry_response(&dst)
     })
-    .await
+    .await;
+    // A directory moved into a recursive watch is watched before the answer.
+    agent.watchers.sync();
+    moved
 }
 
 pub async fn remove(
