@@ -16,6 +16,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export SOULBOX_TEST_DATA_DIR="${SOULBOX_TEST_DATA_DIR:-/var/lib/soulbox-test}"
+# Lints first, so a formatting or clippy failure is reported before the long runs (clippy in
+# release mode checks with the same profile as the build below).
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo build --release --workspace --locked
 ./target/x86_64-unknown-linux-gnu/release/soulbox doctor
 # Templates are cached by recipe hash; the first run builds tiny, base and code-interpreter.

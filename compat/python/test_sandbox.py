@@ -37,6 +37,13 @@ def test_connect_and_list_with_filters():
         while pager.has_next:
             ids.update(x.sandbox_id for x in pager.next_items())
         assert {a.sandbox_id, b.sandbox_id} <= ids
+        # startedAfter is inclusive: a sandbox's own start time finds it (and what started later).
+        started = a.get_info().started_at
+        after = {x.sandbox_id for x in Sandbox.list(query=SandboxQuery(started_after=started)).next_items()}
+        assert a.sandbox_id in after
+        assert b.sandbox_id in after
+        later = b.get_info().started_at
+        assert a.sandbox_id not in {x.sandbox_id for x in Sandbox.list(query=SandboxQuery(started_after=later)).next_items()}
     finally:
         a.kill()
         b.kill()

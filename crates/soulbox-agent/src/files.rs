@@ -229,7 +229,7 @@ async fn upload(agent: &Agent, q: &FileQuery, req: Request) -> HttpResult {
                 ));
             }
             let stream = field.map_err(io::Error::other);
-            written.push(write_file(&user, path, StreamReader::new(stream), &meta).await?);
+            written.push(write_file(agent, &user, path, StreamReader::new(stream), &meta).await?);
         }
         drop(mp);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drained).await;
@@ -244,6 +244,7 @@ async fn upload(agent: &Agent, q: &FileQuery, req: Request) -> HttpResult {
         let reader = StreamReader::new(body_stream(req.into_body()));
         written.push(if gzip {
             write_file(
+                agent,
                 &user,
                 path,
                 async_compression::tokio::bufread::GzipDecoder::new(reader),
@@ -251,7 +252,7 @@ async fn upload(agent: &Agent, q: &FileQuery, req: Request) -> HttpResult {
             )
             .await?
         } else {
-            write_file(&user, path, reader, &meta).await?
+            write_file(agent, &user, path, reader, &meta).await?
         });
     } else {
         return Err(err(
@@ -299,6 +300,7 @@ fn body_stream(b: Body) -> impl Stream<Item = io::Result<bytes::Bytes>> + Unpin 
 /// Creates parents and the file as the user (existing files are truncated), then streams the
 /// data in. Returns the entry of the upload response.
 async fn write_file(
+    agent: &Agent,
     user: &User,
     path: PathBuf,
     data: impl AsyncRead + Unpin,
@@ -306,20 +308,36 @@ async fn write_file(
 ) -> Result<serde_json::Value, HttpError> {
     let fail = |p: &Path, e: io::Error| err(io_status(&e), format!("{}: {e}", p.display()));
     let p = path.clone();
-    let file = as_user(user, move || {
+    as_user(user, move || {
         if p.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::IsADirectory,
                 "path is a directory",
             ));
         }
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+        match p.parent() {
+            Some(parent) => std::fs::create_dir_all(parent),
+            None => Ok(()),
         }
-        std::fs::File::create(&p)
     })
     .await
     .map_err(|e| fail(&path, e))?;
+    // New parents are watched by recursive watches before the file is made in them.
+    agent.watchers.sync();
+    let (p, uid, gid) = (path.clone(), user.uid, user.gid);
+    let file = as_user(user, move || {
+        // As envd, the file is given its owner explicitly (before truncating an existing one,
+        // after creating a new one), so watchers see the same attribute change envd causes.
+        // Best effort: unlike envd (root), the user cannot take over someone else's file.
+        let chowned = p.exists() && std::os::unix::fs::chown(&p, Some(uid), Some(gid)).is_ok();
+        let file = std::fs::File::create(&p)?;
+        if !chowned {
+            let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(|e: io::Error| fail(&path, e))?;
     let mut file = tokio::fs::File::from_std(file);
     let mut data = data;
     tokio::io::copy(&mut data, &mut file)

@@ -64,21 +64,22 @@ pub fn io_error(path: &Path, e: io::Error) -> ConnectError {
     ConnectError::new(code, format!("{}: {what}", path.display()))
 }
 
-/// `EntryInfo` for a path, without following a final symlink.
+/// `EntryInfo` for a path as envd builds it: a final symlink is not followed for the name,
+/// size, times and `permissions` string, but reports its target's type and permission bits,
+/// and `symlink_target` is the fully resolved path (the link's own path when it dangles).
 pub fn entry_info(path: &Path) -> io::Result<EntryInfo> {
     let md = std::fs::symlink_metadata(path)?;
-    let ft = md.file_type();
-    let is_symlink = ft.is_symlink();
-    let file_type = if is_symlink {
-        FileType::Symlink
-    } else if ft.is_dir() {
-        FileType::Directory
-    } else if ft.is_file() {
-        FileType::File
+    let is_symlink = md.file_type().is_symlink();
+    let (file_type, mode, symlink_target) = if is_symlink {
+        let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let (t, m) = match std::fs::metadata(path) {
+            Ok(t) => (file_type_of(&t), t.permissions().mode() & 0o777),
+            Err(_) => (FileType::Unspecified, 0),
+        };
+        (t, m, Some(target.to_string_lossy().into_owned()))
     } else {
-        FileType::Unspecified
+        (file_type_of(&md), md.permissions().mode() & 0o777, None)
     };
-    let mode = go_file_mode(&md);
     Ok(EntryInfo {
         name: path
             .file_name()
@@ -87,19 +88,28 @@ pub fn entry_info(path: &Path) -> io::Result<EntryInfo> {
         file_type,
         path: path.to_string_lossy().into_owned(),
         size: md.len() as i64,
+        // envd sends Go's `FileMode.Perm()`: the permission bits only.
         mode,
-        permissions: go_mode_string(mode),
+        permissions: go_mode_string(go_file_mode(&md)),
         owner: users::name_of("/etc/passwd", md.uid()),
         group: users::name_of("/etc/group", md.gid()),
         modified_time: rfc3339(md.mtime(), md.mtime_nsec()),
-        symlink_target: is_symlink.then(|| {
-            std::fs::read_link(path)
-                .map(|t| t.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        }),
+        symlink_target,
         metadata: read_metadata(path),
-        is_symlink,
     })
+}
+
+fn file_type_of(md: &std::fs::Metadata) -> FileType {
+    let ft = md.file_type();
+    if ft.is_dir() {
+        FileType::Directory
+    } else if ft.is_file() {
+        FileType::File
+    } else if ft.is_symlink() {
+        FileType::Symlink
+    } else {
+        FileType::Unspecified
+    }
 }
 
 fn rfc3339(secs: i64, nsecs: i64) -> String {
@@ -108,7 +118,7 @@ fn rfc3339(secs: i64, nsecs: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-// Go's os.FileMode bits, which the SDKs expect in `mode`.
+// Go's os.FileMode bits, from which `permissions` is written as Go's `FileMode.String()`.
 const GO_DIR: u32 = 1 << 31;
 const GO_SYMLINK: u32 = 1 << 27;
 const GO_DEVICE: u32 = 1 << 26;
@@ -246,7 +256,7 @@ pub async fn make_dir(
     body: bytes::Bytes,
 ) -> RpcResult<EntryResponse> {
     let req: PathRequest = rpc::decode_unary(&body)?;
-    with_path(&agent, &headers, &req.path, |p| {
+    let made = with_path(&agent, &headers, &req.path, |p| {
         match std::fs::symlink_metadata(p) {
             Ok(md) if md.is_dir() => {
                 return Err(ConnectError::new(
@@ -265,7 +275,10 @@ pub async fn make_dir(
         std::fs::create_dir_all(p).map_err(|e| io_error(p, e))?;
         entry_response(p)
     })
-    .await
+    .await;
+    // Recursive watches watch the new directories before the answer.
+    agent.watchers.sync();
+    made
 }
 
 pub async fn move_entry(
@@ -279,7 +292,7 @@ pub async fn move_entry(
         resolve(&agent, &user, &req.source),
         resolve(&agent, &user, &req.destination),
     );
-    as_user(&user, move || {
+    let moved = as_user(&user, move || {
         std::fs::symlink_metadata(&src).map_err(|e| io_error(&src, e))?;
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
@@ -287,7 +300,10 @@ pub async fn move_entry(
         std::fs::rename(&src, &dst).map_err(|e| io_error(&src, e))?;
         entry_response(&dst)
     })
-    .await
+    .await;
+    // A directory moved into a recursive watch is watched before the answer.
+    agent.watchers.sync();
+    moved
 }
 
 pub async fn remove(
@@ -344,7 +360,8 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<EntryInfo>) -> io::Result<()> {
         let Ok(info) = entry_info(&path) else {
             continue;
         };
-        let is_dir = info.file_type == FileType::Directory;
+        // A symlink to a directory is listed as a directory but not entered (as envd's WalkDir).
+        let is_dir = info.file_type == FileType::Directory && info.symlink_target.is_none();
         out.push(info);
         if is_dir && depth > 1 {
             // An unreadable subdirectory is listed but not entered.

@@ -139,6 +139,25 @@ fn start(cmd: &str, extra: Value) -> Value {
     v
 }
 
+/// The pid of the first process `List` shows, polled until it shows one (or the test fails).
+async fn first_listed_pid(c: &mut AgentClient) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = c
+            .unary("/process.Process/List", &json!({}), None)
+            .await
+            .unwrap();
+        if let Some(p) = l["processes"].as_array().unwrap().first() {
+            return p["pid"].as_u64().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no process listed within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Reads the next envelopes of a live stream until `want` is satisfied or time runs out.
 async fn read_stream_until(
     body: &mut hyper::body::Incoming,
@@ -430,16 +449,7 @@ async fn signals_and_deadlines_kill() {
         )
         .await
     });
-    let pid = loop {
-        let l = c
-            .unary("/process.Process/List", &json!({}), None)
-            .await
-            .unwrap();
-        if let Some(p) = l["processes"].as_array().unwrap().first() {
-            break p["pid"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let pid = first_listed_pid(&mut c).await;
     c.unary(
         "/process.Process/SendSignal",
         &json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"}),
@@ -528,16 +538,7 @@ async fn stream_input_feeds_stdin() {
         .await
     });
     let mut c = a.client().await;
-    let pid = loop {
-        let l = c
-            .unary("/process.Process/List", &json!({}), None)
-            .await
-            .unwrap();
-        if let Some(p) = l["processes"].as_array().unwrap().first() {
-            break p["pid"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let pid = first_listed_pid(&mut c).await;
     let mut body = Vec::new();
     for m in [
         json!({"start": {"process": {"pid": pid}}}),
@@ -634,12 +635,16 @@ async fn filesystem_methods() {
         )
         .await
         .unwrap();
+    // As envd: a link reports its target's type and the resolved target path.
     assert_eq!(
         (
-            st["entry"]["isSymlink"].as_bool(),
+            st["entry"]["type"].as_str(),
             st["entry"]["symlinkTarget"].as_str()
         ),
-        (Some(true), Some("b/f.txt"))
+        (
+            Some("FILE_TYPE_FILE"),
+            Some(format!("{dir}/a/b/f.txt").as_str())
+        )
     );
     assert_eq!(
         code(

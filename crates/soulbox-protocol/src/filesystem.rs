@@ -39,9 +39,9 @@ pub struct EntryInfo {
     /// 4 (int64 → decimal string)
     #[serde(with = "crate::json::i64_str")]
     pub size: i64,
-    /// 5: Go `os.FileMode` bits (directories carry bit 31)
+    /// 5: permission bits only (Go's `FileMode.Perm()`; of the target for a symlink)
     pub mode: u32,
-    /// 6: `ls`-style string
+    /// 6: Go's `FileMode.String()` of the entry itself, e.g. `drwxr-xr-x`, `Lrwxrwxrwx`
     pub permissions: String,
     /// 7
     pub owner: String,
@@ -55,9 +55,8 @@ pub struct EntryInfo {
     pub symlink_target: Option<String>,
     /// 11: user xattrs `user.e2b.*`, prefix stripped
     pub metadata: BTreeMap<String, String>,
-    /// 12
-    #[serde(alias = "is_symlink")]
-    pub is_symlink: bool,
+    // No 12 (`is_symlink`): envd does not send it, and SDKs that know it report any entry
+    // carrying it as a symlink instead of by its target's type, as envd's clients see it.
 }
 
 /// Requests that carry only `string path = 1` (Stat, MakeDir, Remove).
@@ -158,13 +157,13 @@ mod tests {
             name: "x".into(),
             file_type: FileType::Directory,
             size: 12,
-            mode: 2147484141,
+            mode: 0o755,
             ..Default::default()
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "FILE_TYPE_DIRECTORY");
         assert_eq!(v["size"], "12");
-        assert_eq!(v["isSymlink"], false);
+        assert!(v.get("isSymlink").is_none());
         assert!(v.get("symlinkTarget").is_none());
         let back: EntryInfo = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);

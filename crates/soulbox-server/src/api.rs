@@ -480,6 +480,12 @@ async fn list_v2(
         }
     }
     let filter = metadata_filter(q.get("metadata"))?;
+    let started_after = match q.get("startedAfter").filter(|a| !a.is_empty()) {
+        Some(a) => Some(chrono::DateTime::parse_from_rfc3339(a).map_err(|_| {
+            ApiError::BadRequest(format!("startedAfter '{a}' is not an RFC 3339 time"))
+        })?),
+        None => None,
+    };
     let limit: usize = match q.get("limit") {
         Some(l) => l
             .parse()
@@ -506,11 +512,10 @@ async fn list_v2(
             q.get("template")
                 .is_none_or(|t| &r.template == t || &r.alias == t)
         })
+        // Inclusive, as E2B's: a sandbox's own `startedAt` finds it.
         .filter(|r| {
-            q.get("startedAfter").is_none_or(|a| {
-                chrono::DateTime::parse_from_rfc3339(a).is_ok_and(|a| {
-                    chrono::DateTime::parse_from_rfc3339(&r.started_at).is_ok_and(|s| s > a)
-                })
+            started_after.is_none_or(|a| {
+                chrono::DateTime::parse_from_rfc3339(&r.started_at).is_ok_and(|s| s >= a)
             })
         })
         .collect();

@@ -397,10 +397,21 @@ mod tests {
         s.add_key(&team, &key, "test").await.unwrap();
         assert_eq!(s.team_of_key(&key).await.unwrap(), Some(team.clone()));
         assert_eq!(s.team_of_key("e2b_other").await.unwrap(), None);
-        let db = std::fs::read(d.path().join("soulbox.db")).unwrap();
+        // Fresh writes sit in the write-ahead log until a checkpoint: scan every file.
+        let mut scanned = vec![];
+        for f in std::fs::read_dir(d.path()).unwrap() {
+            let f = f.unwrap();
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "the key is stored in clear in {:?}",
+                f.file_name()
+            );
+            scanned.push(f.file_name().to_string_lossy().into_owned());
+        }
         assert!(
-            !db.windows(key.len()).any(|w| w == key.as_bytes()),
-            "the key is stored in clear"
+            scanned.iter().any(|f| f == "soulbox.db-wal"),
+            "no write-ahead log scanned: {scanned:?}"
         );
         assert!(s.revoke_key(&key[..10]).await.unwrap());
         assert_eq!(s.team_of_key(&key).await.unwrap(), None);

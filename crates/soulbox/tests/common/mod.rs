@@ -195,3 +195,44 @@ pub async fn http(
         .unwrap_or_default();
     (status, body)
 }
+
+/// What a sandbox could leave on the host, counted.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct Traces {
+    pub mounts: usize,
+    pub loop_devices: usize,
+    pub cgroups: Vec<String>,
+    pub net_devices: usize,
+    pub netns: usize,
+    pub sandbox_dirs: usize,
+    pub children: usize,
+}
+
+fn count_dir(p: &str) -> usize {
+    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+}
+
+pub fn traces() -> Traces {
+    let b = backend();
+    let loop_devices = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("loop/backing_file").exists())
+        .count();
+    let me = std::process::id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+    let zombies_or_children = children.split_whitespace().count();
+    Traces {
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count(),
+        loop_devices,
+        cgroups: b.cgroups().existing(),
+        net_devices: count_dir("/sys/class/net"),
+        netns: count_dir("/run/netns"),
+        sandbox_dirs: count_dir(b.sandbox_dir("x").parent().unwrap().to_str().unwrap()),
+        children: zombies_or_children,
+    }
+}
