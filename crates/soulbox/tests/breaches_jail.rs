@@ -42,6 +42,25 @@ fn disk_usage(dir: &Path, skip: &str) -> u64 {
     total
 }
 
+/// Starts `hog` (a background script that takes a budget, writes how much it holds to /tmp/n
+/// and keeps it) as `user`, and returns what it reports.
+async fn start_hog(sb: &Sandbox, hog: &str) -> String {
+    sb.sh_as(Some("user"), hog).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let held = text(
+            &sb.sh_as(Some("user"), "cat /tmp/n 2>/dev/null")
+                .await
+                .stdout,
+        );
+        if !held.is_empty() {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the hog never reported what it holds");
+}
+
 /// Item 1: sandbox root replaces the agent's socket with a symlink to a host socket. The host
 /// must still reach the sandbox's own agent, and never the bait.
 #[tokio::test]
@@ -131,16 +150,7 @@ while libc.inotify_init1(0) >= 0:
     n += 1
 open("/tmp/n.tmp", "w").write(str(n)); __import__("os").rename("/tmp/n.tmp", "/tmp/n")
 time.sleep(3600)' >/dev/null 2>&1 &"#;
-    a.sh_as(Some("user"), hog).await;
-    let mut held = String::new();
-    for _ in 0..500 {
-        held = text(&a.sh_as(Some("user"), "cat /tmp/n 2>/dev/null").await.stdout);
-        if !held.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!held.is_empty(), "the hog never finished");
+    let held = start_hog(&a, hog).await;
     let probe = "python3 -c 'import ctypes; print(ctypes.CDLL(None).inotify_init1(0))'";
     let other = b.sh_as(Some("user"), probe).await;
     let fd: i64 = text(&other.stdout).trim().parse().unwrap_or(-1);
@@ -182,15 +192,7 @@ except OSError:
     pass
 open("/tmp/n.tmp", "w").write(str(len(fds))); os.rename("/tmp/n.tmp", "/tmp/n")
 time.sleep(3600)' >/dev/null 2>&1 &"#;
-    a.sh_as(Some("user"), hog).await;
-    let mut held = String::new();
-    for _ in 0..1000 {
-        held = text(&a.sh_as(Some("user"), "cat /tmp/n 2>/dev/null").await.stdout);
-        if !held.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let held = start_hog(&a, hog).await;
     let n: u32 = held.trim().parse().expect("the hog reports its count");
     assert!(
         n <= soulbox_runtime::ns::DEFAULT_PTY_MAX,
