@@ -20,8 +20,5 @@ pub const ENVD_VERSION: &str = "0.6.4";
 pub const ENVD_PORT: u16 = 49983;
 pub const JUPYTER_PORT: u16 = 49999;
 
-/// Where the agent's binary appears inside every sandbox.
-pub const AGENT_DIR_IN_SANDBOX: &str = "/.soulbox";
-pub const AGENT_BIN_IN_SANDBOX: &str = "/.soulbox/agent";
 /// The agent's socket in the sandbox's host-only directory (never inside the sandbox).
 pub const AGENT_SOCKET_NAME: &str = "agent.sock";

@@ -87,7 +87,7 @@ struct Entry {
     info: SandboxInfo,
     slot: Option<Slot>,
     /// First host id of the sandbox's id range.
-    ids: u32,
+    ids: Option<u32>,
 }
 
 pub struct NsBackend {
@@ -527,7 +527,7 @@ impl Backend for Arc<NsBackend> {
                 Entry {
                     info: info.clone(),
                     slot: guard.slot.take(),
-                    ids: guard.ids.unwrap_or(self.cfg.id_base),
+                    ids: guard.ids,
                 },
             );
         }
@@ -544,7 +544,7 @@ impl Backend for Arc<NsBackend> {
         let me = Arc::clone(self);
         let id = id.to_string();
         tokio::task::spawn_blocking(move || {
-            me.teardown(&id, Some(entry.info.pid), entry.slot, Some(entry.ids))
+            me.teardown(&id, Some(entry.info.pid), entry.slot, entry.ids)
         })
         .await
         .map_err(|e| RuntimeError::Launch(e.to_string()))

@@ -58,7 +58,7 @@ fn bind(src: &Path, target: &Path, extra: MsFlags) -> Result<()> {
     Ok(())
 }
 
-pub fn root_dir(spec: &LaunchSpec) -> PathBuf {
+fn root_dir(spec: &LaunchSpec) -> PathBuf {
     spec.dir.join("root")
 }
 
