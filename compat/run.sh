@@ -8,7 +8,7 @@ data="${SOULBOX_TEST_DATA_DIR:-/var/lib/soulbox-test}"
 port="${SOULBOX_COMPAT_PORT:-3917}"
 key="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-for v in 2.63.0 2.50.0; do
+for v in 2.63.0 2.50.0 2.45.1; do
   [ -x ".venv-$v/bin/pytest" ] || python3 -m venv ".venv-$v"
   ".venv-$v/bin/pip" install -q --disable-pip-version-check "e2b==$v" pytest
 done
@@ -42,6 +42,9 @@ for v in 2.63.0 2.50.0; do
   echo "== Python e2b $v"
   (cd python && "../.venv-$v/bin/python" -m pytest -q -p no:cacheprovider)
 done
+# 2.45.1 reads a cut stream differently (no health probe): the kill-mid-command scenario.
+echo "== Python e2b 2.45.1 (a sandbox killed mid-command)"
+(cd python && ../.venv-2.45.1/bin/python -m pytest -q -p no:cacheprovider test_commands.py -k killed_mid)
 echo "== Python e2b-code-interpreter 2.11.5"
 (cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
 echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"

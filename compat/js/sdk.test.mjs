@@ -1,7 +1,7 @@
 // Drives the official, unmodified E2B JS SDK against a running `soulbox serve`.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Sandbox, CommandExitError, NotFoundError } from 'e2b'
+import { Sandbox, CommandExitError, NotFoundError, TimeoutError } from 'e2b'
 
 const url = process.env.SOULBOX_URL ?? 'http://127.0.0.1:3000'
 process.env.E2B_API_URL = url
@@ -97,4 +97,14 @@ test('pty: input, resize, kill', async () => {
   } finally {
     await sbx.kill()
   }
+})
+
+test('a sandbox killed mid-command: a TimeoutError, not a broken connection', async () => {
+  const sbx = await Sandbox.create(template, { timeoutMs: 60_000 })
+  const killer = new Promise((r) => setTimeout(r, 1000)).then(() => Sandbox.kill(sbx.sandboxId))
+  await assert.rejects(sbx.commands.run('echo started; sleep 30'), (e) => {
+    assert.ok(e instanceof TimeoutError, `${e?.constructor?.name}: ${e?.message}`)
+    return true
+  })
+  await killer
 })

@@ -53,3 +53,18 @@ def test_stdin(sbx):
 def test_command_timeout(sbx):
     with pytest.raises(TimeoutException):
         sbx.commands.run("sleep 10", timeout=1)
+
+
+def test_sandbox_killed_mid_command(sbx):
+    """A sandbox killed while a command streams: E2B's timeout error, whatever the SDK version."""
+    import threading
+    import time
+
+    from e2b import Sandbox
+
+    t = threading.Thread(target=lambda: (time.sleep(1), Sandbox.kill(sbx.sandbox_id)))
+    t.start()
+    with pytest.raises(TimeoutException) as e:
+        sbx.commands.run("echo started; sleep 30")
+    t.join()
+    assert "was not found" in str(e.value) or "killed" in str(e.value), str(e.value)

@@ -6,6 +6,7 @@
 //! 401 without a key). One URL thus serves as both `E2B_API_URL` and `E2B_SANDBOX_URL`.
 
 pub mod api;
+pub mod connect_stream;
 pub mod conns;
 pub mod error;
 mod lifecycle;

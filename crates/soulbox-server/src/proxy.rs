@@ -159,6 +159,10 @@ pub async fn forward(st: &AppState, target: Target, mut req: Request<Body>) -> R
         req.headers_mut().remove(h);
     }
     match sender.send_request(req).await {
+        Ok(resp) if crate::connect_stream::is_connect_stream(resp.headers()) => {
+            let id = rec.id.clone();
+            resp.map(|b| crate::connect_stream::end_cleanly(st.clone(), id, b))
+        }
         Ok(resp) => resp.map(Body::new),
         Err(e) => {
             tracing::debug!(sandbox_id = %rec.id, "proxying failed: {e}");
