@@ -1,6 +1,6 @@
-//! Templates: read-only root filesystem layers that sandboxes start from, built by SoulBox
-//! itself from Debian packages (mmdebstrap; never a Docker daemon) and cached by recipe hash
-//! in `<data>/templates/<name>/<hash>/`.
+//! The built-in templates: root filesystems that SoulBox builds itself from Debian packages
+//! (mmdebstrap; never a Docker daemon). Each is one layer of the layer store, found by its
+//! recipe's hash; custom templates stack more layers on top of them.
 
 pub mod recipe;
 
@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub use recipe::{Recipe, RECIPES};
+
+use crate::layer::{LayerId, LayerStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -38,45 +40,80 @@ pub struct Template {
     pub hash: String,
     /// Read-only layers, topmost first.
     pub layers: Vec<PathBuf>,
+    /// The same layers' ids, bottom first.
+    pub layer_ids: Vec<LayerId>,
 }
 
 /// Layers keep the ids their files were made with (0 = root); each sandbox mounts them
 /// id-mapped into its own host id range.
 #[derive(Debug, Clone)]
 pub struct TemplateStore {
+    /// Holds the build locks (and, from versions before the layer store, built templates).
     dir: PathBuf,
+    layers: LayerStore,
 }
 
 impl TemplateStore {
     pub fn new(data_dir: &Path) -> Self {
         TemplateStore {
             dir: data_dir.join("templates"),
+            layers: LayerStore::new(data_dir),
         }
     }
 
-    fn built_dir(&self, r: &Recipe) -> PathBuf {
-        self.dir.join(r.name).join(r.hash())
+    pub fn layers(&self) -> &LayerStore {
+        &self.layers
+    }
+
+    /// The layer a recipe builds.
+    pub fn layer_id(r: &Recipe) -> LayerId {
+        LayerId::derive(None, &format!("builtin {} {}", r.name, r.hash()))
     }
 
     /// The built template for `name` at its current recipe, if any.
     pub fn get(&self, name: &str) -> Result<Template> {
         let r = recipe::find(name).ok_or_else(|| TemplateError::Unknown(name.to_string()))?;
-        let d = self.built_dir(r);
-        if !d.join("complete").exists() {
+        let id = Self::layer_id(r);
+        if !self.layers.exists(&id) {
+            self.adopt_legacy(r);
+        }
+        if !self.layers.exists(&id) {
             return Err(TemplateError::NotBuilt(r.name.to_string()));
         }
         Ok(Template {
             name: r.name.into(),
             hash: r.hash(),
-            layers: vec![d.join("rootfs")],
+            layers: vec![self.layers.root(&id)],
+            layer_ids: vec![id],
         })
+    }
+
+    /// A template built before the layer store (`templates/<name>/<hash>/rootfs`) becomes its
+    /// layer, moved rather than built again.
+    fn adopt_legacy(&self, r: &Recipe) {
+        let old = self.dir.join(r.name).join(r.hash());
+        if !old.join("complete").exists() {
+            return;
+        }
+        let made_by = format!("mmdebstrap {} ({})", r.name, r.description);
+        let moved = self
+            .layers
+            .create(&Self::layer_id(r), None, &made_by, false, |root| {
+                std::fs::remove_dir(root)
+                    .and_then(|()| std::fs::rename(old.join("rootfs"), root))
+                    .map_err(|e| e.to_string())
+            });
+        match moved {
+            Ok(_) => crate::layer::remove_tree(&old),
+            Err(e) => tracing::warn!(template = r.name, "adopting the built template: {e}"),
+        }
     }
 
     /// Every known template and whether its current recipe is built.
     pub fn list(&self) -> Vec<(&'static Recipe, bool)> {
         RECIPES
             .iter()
-            .map(|r| (r, self.built_dir(r).join("complete").exists()))
+            .map(|r| (r, self.get(r.name).is_ok()))
             .collect()
     }
 
@@ -118,58 +155,35 @@ impl TemplateStore {
 
     fn build_locked(&self, name: &str, progress: &mut dyn FnMut(&str)) -> Result<Template> {
         let r = recipe::find(name).ok_or_else(|| TemplateError::Unknown(name.to_string()))?;
-        let fail = |msg: String| TemplateError::Build {
-            name: r.name.into(),
-            msg,
-        };
-        let final_dir = self.built_dir(r);
-        let work = self
-            .dir
-            .join(r.name)
-            .join(format!(".building-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(|source| TemplateError::Io {
-            path: work.clone(),
-            source,
-        })?;
-        let rootfs = work.join("rootfs");
-
-        let mut cmd = Command::new("mmdebstrap");
-        cmd.arg("--variant=minbase")
-            .arg("--mode=root")
-            .arg("--format=directory");
-        cmd.arg(format!("--include={}", r.packages.join(",")));
-        for h in r.hooks() {
-            cmd.arg(format!("--customize-hook={h}"));
-        }
-        cmd.arg(r.suite).arg(&rootfs);
-        // The root filesystem's modes are what the sandbox's users see: build it under the
-        // usual umask, whatever the private one of the process running the build.
-        use std::os::unix::process::CommandExt;
-        // SAFETY: umask is async-signal-safe and touches only the child's own state.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::umask(0o022);
-                Ok(())
-            });
-        }
-        let result = run_streaming(cmd, progress)
-            .and_then(|()| finish_rootfs(&rootfs).map_err(|e| e.to_string()));
-        if let Err(msg) = result {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(fail(msg));
-        }
-        let _ = std::fs::remove_dir_all(&final_dir);
-        std::fs::rename(&work, &final_dir).map_err(|source| TemplateError::Io {
-            path: final_dir.clone(),
-            source,
-        })?;
-        std::fs::write(final_dir.join("complete"), r.hash()).map_err(|source| {
-            TemplateError::Io {
-                path: final_dir.clone(),
-                source,
-            }
-        })?;
+        let made_by = format!("mmdebstrap {} ({})", r.name, r.description);
+        self.layers
+            .create(&Self::layer_id(r), None, &made_by, true, |rootfs| {
+                let mut cmd = Command::new("mmdebstrap");
+                cmd.arg("--variant=minbase")
+                    .arg("--mode=root")
+                    .arg("--format=directory");
+                cmd.arg(format!("--include={}", r.packages.join(",")));
+                for h in r.hooks() {
+                    cmd.arg(format!("--customize-hook={h}"));
+                }
+                cmd.arg(r.suite).arg(rootfs);
+                // The root filesystem's modes are what the sandbox's users see: build it
+                // under the usual umask, whatever the private one of the process running it.
+                use std::os::unix::process::CommandExt;
+                // SAFETY: umask is async-signal-safe and touches only the child's own state.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::umask(0o022);
+                        Ok(())
+                    });
+                }
+                run_streaming(cmd, progress)
+                    .and_then(|()| finish_rootfs(rootfs).map_err(|e| e.to_string()))
+            })
+            .map_err(|e| TemplateError::Build {
+                name: r.name.into(),
+                msg: e.to_string(),
+            })?;
         self.get(r.name)
     }
 }
