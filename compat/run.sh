@@ -31,6 +31,8 @@ sys.exit("soulbox serve did not come up; see compat/serve.log")
 PY
 }
 : >serve.log
+# A second team's key: what one team builds, the other must not see.
+other_key=$(SOULBOX_DATA_DIR="$data" "$bin" keys create --name compat-other --team compat-other)
 start_server
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 
@@ -45,6 +47,8 @@ done
 # 2.45.1 reads a cut stream differently (no health probe): the kill-mid-command scenario.
 echo "== Python e2b 2.45.1 (a sandbox killed mid-command)"
 (cd python && ../.venv-2.45.1/bin/python -m pytest -q -p no:cacheprovider test_commands.py -k killed_mid)
+echo "== Python e2b 2.63.0: custom templates"
+(cd templates && SOULBOX_OTHER_TEAM_KEY="$other_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b-code-interpreter 2.11.5"
 (cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
 echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"

@@ -244,6 +244,85 @@ impl AgentClient {
         Ok(out)
     }
 
+    /// Starts a process and passes its output to `on_output` as it comes (`true` = stderr);
+    /// returns its exit code. For long commands whose output is shown live (template builds).
+    pub async fn run_live(
+        &mut self,
+        process: ProcessConfig,
+        user: Option<&str>,
+        on_output: &mut (dyn FnMut(bool, &[u8]) + Send),
+    ) -> Result<i32> {
+        let req = StartRequest {
+            process,
+            stdin: Some(false),
+            ..Default::default()
+        };
+        let mut b = self.request(
+            "POST",
+            "/process.Process/Start",
+            connect::STREAM_CONTENT_TYPE,
+        );
+        if let Some(u) = user {
+            b = b.header("authorization", basic(u));
+        }
+        let msg = serde_json::to_value(req).unwrap_or_default();
+        let req = b.body(Full::new(connect::encode_message(&msg)))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        if resp.status() != 200 {
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            return Err(ClientError::Status {
+                status,
+                body: String::from_utf8_lossy(&body).into(),
+            });
+        }
+        let mut body = resp.into_body();
+        let mut d = connect::Decoder::new(usize::MAX);
+        let mut exit = None;
+        loop {
+            while let Some(env) = d
+                .next_envelope()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
+                let v: serde_json::Value = serde_json::from_slice(&env.payload)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                if env.flags & connect::FLAG_END_STREAM != 0 {
+                    if let Some(e) = v.get("error") {
+                        return Err(ClientError::Rpc(
+                            serde_json::from_value(e.clone())
+                                .map_err(|e| ClientError::Protocol(e.to_string()))?,
+                        ));
+                    }
+                    return exit.ok_or_else(|| {
+                        ClientError::Protocol("the process ended without an exit code".into())
+                    });
+                }
+                let ev: EventResponse =
+                    serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                match ev.event {
+                    ProcessEvent::Data(DataEvent::Stdout(x))
+                    | ProcessEvent::Data(DataEvent::Pty(x)) => on_output(false, &x),
+                    ProcessEvent::Data(DataEvent::Stderr(x)) => on_output(true, &x),
+                    ProcessEvent::End(e) => exit = Some(e.exit_code),
+                    _ => {}
+                }
+            }
+            match body.frame().await {
+                Some(f) => {
+                    if let Ok(data) = f?.into_data() {
+                        d.push(&data);
+                    }
+                }
+                None => {
+                    return Err(ClientError::Protocol(
+                        "stream ended without an end-of-stream frame".into(),
+                    ))
+                }
+            }
+        }
+    }
+
     /// `bash -c script` as `user`.
     pub async fn sh(&mut self, script: &str, user: Option<&str>) -> Result<Output> {
         self.run("/bin/bash", &["-c", script], user).await

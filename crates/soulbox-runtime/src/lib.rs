@@ -76,6 +76,23 @@ pub struct SandboxSpec {
     pub env_vars: BTreeMap<String, String>,
     /// envd access token the agent will demand; `None` leaves it unsecured.
     pub access_token: Option<String>,
+    /// The root filesystem as a stack of layers (a custom template's); `None` uses the
+    /// built-in template named by `template`.
+    pub rootfs: Option<Rootfs>,
+    /// The writable layer's kind, if not the runtime's default (a build step needs ext4: its
+    /// writable layer becomes a layer).
+    pub writable_layer: Option<ns::WritableLayer>,
+}
+
+/// A root filesystem made of store layers, and the defaults of the processes started in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rootfs {
+    /// Layer directories, topmost first.
+    pub layers: Vec<PathBuf>,
+    /// The user commands run as when a request names none.
+    pub user: Option<String>,
+    /// Their working directory when a request names none.
+    pub workdir: Option<String>,
 }
 
 /// A running sandbox as the runtime knows it.
@@ -92,6 +109,9 @@ pub struct SandboxInfo {
     #[serde(skip)]
     pub access_token: Option<String>,
     pub created_unix_ms: u64,
+    /// The read-only layers it runs on, topmost first (kept while it runs).
+    #[serde(skip)]
+    pub layers: Vec<PathBuf>,
 }
 
 /// Usage of one sandbox.

@@ -27,6 +27,8 @@ use std::process::{ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod commit;
+
 /// How long an agent may take to answer after its init exec'd.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -197,6 +199,10 @@ impl NsBackend {
         &self.admission
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.cfg.data_dir
+    }
+
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.cfg.data_dir.join("sandboxes").join(id)
     }
@@ -260,7 +266,10 @@ impl NsBackend {
         guard: &mut CreateGuard,
     ) -> Result<(i32, PathBuf, ChildStderr)> {
         spec.limits.validate()?;
-        let template = self.templates.get(&spec.template)?;
+        let (layers, user, workdir) = match &spec.rootfs {
+            Some(r) => (r.layers.clone(), r.user.clone(), r.workdir.clone()),
+            None => (self.templates.get(&spec.template)?.layers, None, None),
+        };
         let dir = self.sandbox_dir(id);
         std::fs::create_dir(&dir).map_err(io_err(&dir))?;
         guard.dir = Some(dir.clone());
@@ -275,7 +284,7 @@ impl NsBackend {
         guard.ids = Some(ids);
         self.admission.admit(id)?;
 
-        let upper = match self.cfg.writable_layer {
+        let upper = match spec.writable_layer.unwrap_or(self.cfg.writable_layer) {
             WritableLayer::Ext4 => {
                 let image = dir.join("upper.img");
                 fs_util::sparse_copy(&self.blank_image(spec.limits.disk_bytes)?, &image)
@@ -295,7 +304,7 @@ impl NsBackend {
         let launch = LaunchSpec {
             id: id.to_string(),
             layers: std::iter::once(self.agent_layer.clone())
-                .chain(template.layers.iter().cloned())
+                .chain(layers)
                 .collect(),
             dir: dir.clone(),
             upper,
@@ -309,8 +318,8 @@ impl NsBackend {
             init: InitSpec {
                 env_vars: spec.env_vars.clone(),
                 access_token: spec.access_token.clone(),
-                default_user: None,
-                default_workdir: None,
+                default_user: user,
+                default_workdir: workdir,
             },
         };
         let (pid, stderr) = self.launch(&launch)?;
@@ -359,6 +368,12 @@ impl NsBackend {
 
     /// Kills and removes everything of a sandbox; blocking, idempotent.
     fn teardown(&self, id: &str, pid: Option<i32>, slot: Option<Slot>, ids: Option<u32>) {
+        self.stop_processes(id, pid);
+        self.release(id, slot, ids);
+    }
+
+    /// Kills every process of a sandbox and waits for its init.
+    fn stop_processes(&self, id: &str, pid: Option<i32>) {
         if let Some(pid) = pid {
             let pid = Pid::from_raw(pid);
             // Killing a pid namespace's init kills every process in it. A paused sandbox's
@@ -373,6 +388,10 @@ impl NsBackend {
             }
             let _ = nix::sys::wait::waitpid(pid, None);
         }
+    }
+
+    /// Gives back what a sandbox whose processes are gone held.
+    fn release(&self, id: &str, slot: Option<Slot>, ids: Option<u32>) {
         if let Err(e) = self.cgroups.destroy(id) {
             tracing::warn!(sandbox_id = id, "removing cgroups: {e}");
         }
@@ -520,6 +539,11 @@ impl Backend for Arc<NsBackend> {
             limits: spec.limits,
             access_token: spec.access_token.clone(),
             created_unix_ms: now_ms(),
+            layers: spec
+                .rootfs
+                .as_ref()
+                .map(|r| r.layers.clone())
+                .unwrap_or_default(),
         };
         if let Ok(mut s) = self.sandboxes.lock() {
             s.insert(

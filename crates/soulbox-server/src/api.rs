@@ -19,6 +19,7 @@ const CLIENT_ID: &str = "6532622b";
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(crate::templates::api::router())
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .route("/sandboxes", post(create_v1).get(list_v1))
         .route("/v2/sandboxes", post(create_v2).get(list_v2))
@@ -125,9 +126,18 @@ async fn create(
         .template_id
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::BadRequest("templateID is required".into()))?;
-    let template = soulbox_runtime::template::recipe::resolve_alias(&alias).to_string();
+    let builtin = soulbox_runtime::template::recipe::find(&alias).is_some();
+    let custom = if builtin {
+        None
+    } else {
+        crate::templates::api::resolve(&st, &team, &alias).await?
+    };
+    let template = match &custom {
+        Some((t, _)) => t.id.clone(),
+        None => soulbox_runtime::template::recipe::resolve_alias(&alias).to_string(),
+    };
     let timeout = check_timeout(req.timeout.unwrap_or(default_timeout))?;
-    let limits = Limits::default();
+    let mut limits = Limits::default();
     let token = soulbox_runtime::ns::new_token();
     let env_vars = req.env_vars.unwrap_or_default();
     soulbox_protocol::env::check(&env_vars)
@@ -141,8 +151,31 @@ async fn create(
         internet,
         env_vars: env_vars.clone(),
         access_token: Some(token.clone()),
+        ..Default::default()
     };
-    let info = match st.pool.claim(&st.backend, &spec) {
+    let claimed = if custom.is_some() {
+        None
+    } else {
+        st.pool.claim(&st.backend, &spec)
+    };
+    let info = match claimed {
+        _ if custom.is_some() => {
+            let (t, image) = custom.as_ref().expect("checked");
+            limits = Limits {
+                cpu_millis: (t.cpu_count.max(1) as u64) * 1000,
+                memory_bytes: (t.memory_mb.max(128) as u64) << 20,
+                ..limits
+            };
+            crate::templates::api::start_sandbox(
+                &st,
+                t,
+                image,
+                Some(token.clone()),
+                env_vars.clone(),
+                internet,
+            )
+            .await?
+        }
         Some(info) if crate::pool::WarmPool::hand_over(&info, &env_vars).await => info,
         claimed => {
             if let Some(bad) = claimed {

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod proxy;
 pub mod secrets;
 pub mod store;
+pub mod templates;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -47,6 +48,10 @@ pub struct ServerConfig {
     pub reserved_fds: u64,
     /// Sandboxes kept started ahead of demand, per template (see [`pool`]).
     pub warm_pool: std::collections::BTreeMap<String, usize>,
+    /// Template builds run at once (more wait, `waiting`).
+    pub build_concurrency: usize,
+    /// Longest a template build may take.
+    pub build_timeout: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -61,6 +66,8 @@ impl ServerConfig {
             max_connections_per_ip: 2048,
             reserved_fds: 1024,
             warm_pool: Default::default(),
+            build_concurrency: 2,
+            build_timeout: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -71,6 +78,11 @@ pub struct AppState {
     pub backend: Arc<NsBackend>,
     pub cfg: Arc<ServerConfig>,
     pub pool: Arc<pool::WarmPool>,
+    /// The template build queue.
+    pub builds: Arc<templates::build::Builds>,
+    pub upload_tokens: Arc<templates::api::UploadTokens>,
+    /// Builds hold it shared; collecting unused layers takes it alone.
+    pub layer_gc: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl AppState {
@@ -117,8 +129,19 @@ pub async fn serve_on(
         store,
         pool: pool::WarmPool::new(cfg.warm_pool.clone()),
         backend,
+        builds: templates::build::Builds::new(cfg.build_concurrency, cfg.build_timeout),
+        upload_tokens: Default::default(),
+        layer_gc: Default::default(),
         cfg: Arc::new(cfg),
     };
+    // A build the last run left unfinished cannot be picked up half-made: it is reported
+    // failed (what it made so far stays cached for the next build).
+    if let Ok(ids) = state.store.unfinished_builds().await {
+        for id in ids {
+            let reason = serde_json::json!({"message": "the server stopped during the build; start it again"});
+            let _ = state.store.fail_build(&id, &reason).await;
+        }
+    }
     // Sandboxes of an earlier run were removed by the runtime at start: report them as gone.
     if let Ok(live) = state.store.live_sandboxes(None).await {
         for s in live {

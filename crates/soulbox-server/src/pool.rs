@@ -144,6 +144,7 @@ impl WarmPool {
             internet: true,
             env_vars: BTreeMap::new(),
             access_token: Some(soulbox_runtime::ns::new_token()),
+            ..Default::default()
         };
         let info = backend.create(spec).await.map_err(|e| e.to_string())?;
         let has_kernel = soulbox_runtime::template::recipe::find(template)

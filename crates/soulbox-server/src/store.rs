@@ -121,6 +121,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The database, for the modules that keep their own tables (templates).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Seals the tokens and env vars of rows written before sealing existed, then rewrites
     /// the file so that no copy of the plain values is left in free pages or the WAL.
     async fn seal_plain_rows(&self) -> Result<()> {
@@ -170,6 +175,19 @@ impl Store {
             return Ok(r.get("id"));
         }
         self.create_team("default").await
+    }
+
+    /// The team of that name, created if there is none.
+    pub async fn team_named(&self, name: &str) -> Result<String> {
+        if let Some(r) =
+            sqlx::query("SELECT id FROM teams WHERE name = ? ORDER BY created_at LIMIT 1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+        {
+            return Ok(r.get("id"));
+        }
+        self.create_team(name).await
     }
 
     pub async fn create_team(&self, name: &str) -> Result<String> {

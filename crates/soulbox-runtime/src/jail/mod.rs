@@ -7,7 +7,7 @@
 //! the init is then adopted by the runtime, which is a child subreaper.
 
 mod launch;
-mod loopdev;
+pub(crate) mod loopdev;
 mod mounts;
 pub mod seccomp;
 pub mod spec;

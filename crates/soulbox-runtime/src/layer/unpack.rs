@@ -66,13 +66,13 @@ pub fn clean_relative(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Unpacks `archive` into `dest`. `place` maps an entry's (clean, relative) path to where it
-/// goes under `dest` (relative), or `None` to skip it.
+/// Unpacks `archive` into `dest`. `place` maps an entry's (clean, relative) path and whether
+/// it is a directory to where it goes under `dest` (relative), or `None` to skip it.
 pub fn unpack(
     archive: impl Read,
     dest: &Path,
     opts: &UnpackOptions,
-    place: &dyn Fn(&Path) -> Option<PathBuf>,
+    place: &dyn Fn(&Path, bool) -> Option<PathBuf>,
 ) -> Result<Unpacked, String> {
     let reader = decompressed(archive).map_err(|e| format!("reading the archive: {e}"))?;
     let mut ar = tar::Archive::new(reader);
@@ -131,7 +131,9 @@ pub fn unpack(
                 opts.max_bytes
             ));
         }
-        let Some(to) = place(&rel) else { continue };
+        let Some(to) = place(&rel, kind.is_dir()) else {
+            continue;
+        };
         let Some(to) = clean_relative(&to) else {
             return Err(format!(
                 "entry '{}' is placed outside the destination",
@@ -244,7 +246,7 @@ mod tests {
     #[test]
     fn traversal_bombs_and_whiteouts() {
         let d = tempfile::tempdir().unwrap();
-        let id = |p: &Path| Some(p.to_path_buf());
+        let id = |p: &Path, _dir: bool| Some(p.to_path_buf());
         let err = unpack(
             &tar_of(&[("../evil", b"x")])[..],
             d.path(),

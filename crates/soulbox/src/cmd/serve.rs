@@ -150,6 +150,9 @@ pub enum KeysCmd {
     Create {
         #[arg(long, default_value = "cli")]
         name: String,
+        /// The team the key belongs to (made if new); the first team by default.
+        #[arg(long)]
+        team: Option<String>,
     },
     /// List keys (never the keys themselves).
     List,
@@ -160,8 +163,15 @@ pub enum KeysCmd {
 pub async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
     let store = open_store(ctx).await?;
     match cmd {
-        KeysCmd::Create { name } => {
-            let team = store.default_team().await?;
+        KeysCmd::Create { name, team } => {
+            let team = match team {
+                Some(t) => {
+                    // The first team is the default one: it must not be this one by accident.
+                    store.default_team().await?;
+                    store.team_named(&t).await?
+                }
+                None => store.default_team().await?,
+            };
             let k = new_key();
             store.add_key(&team, &k, &name).await?;
             println!("{k}");

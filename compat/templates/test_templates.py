@@ -1,0 +1,90 @@
+"""Custom templates through the official SDK: E2B's build API (spec §2.7) against SoulBox."""
+
+import os
+import time
+import uuid
+
+import pytest
+from e2b import Sandbox, Template, wait_for_port
+from e2b.exceptions import BuildException
+
+URL = os.environ.get("SOULBOX_URL", "http://127.0.0.1:3000")
+os.environ["E2B_API_URL"] = URL
+os.environ["E2B_SANDBOX_URL"] = URL
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def app_template(ctx, greeting):
+    (ctx / "app").mkdir(exist_ok=True)
+    (ctx / "app" / "main.py").write_text(f"print({greeting!r})\n")
+    return (
+        Template(file_context_path=str(ctx))
+        .from_template("base")
+        .set_envs({"GREETING": greeting})
+        .run_cmd("echo built-as-$(whoami) > /opt/marker", user="root")
+        .copy("app", "/home/user/app/")
+        .set_workdir("/home/user/app")
+        .set_user("user")
+        .set_start_cmd("python3 -m http.server 8080", wait_for_port(8080))
+    )
+
+
+def test_build_then_create(tmp_path):
+    name = unique("compat-app")
+    logs = []
+    Template.build(app_template(tmp_path, "hello"), f"{name}:v1", cpu_count=1, memory_mb=512,
+                   on_build_logs=logs.append)
+    text = "\n".join(str(l.message) for l in logs)
+    assert "RUN echo built-as" in text, text
+    s = Sandbox.create(f"{name}:v1")
+    try:
+        r = s.commands.run("python3 main.py; echo $GREETING; pwd; whoami; cat /opt/marker; "
+                           "stat -c %U /home/user /home/user/app/main.py; ss -ltn | grep -c :8080")
+        assert r.stdout.split("\n")[:8] == ["hello", "hello", "/home/user/app", "user",
+                                            "built-as-root", "user", "root", "1"], r.stdout
+    finally:
+        s.kill()
+
+
+def test_rebuild_reuses_layers_and_changed_copy_is_seen(tmp_path):
+    name = unique("compat-cache")
+    Template.build(app_template(tmp_path, "one"), name)
+    logs = []
+    start = time.time()
+    Template.build(app_template(tmp_path, "two"), name, on_build_logs=logs.append)
+    text = "\n".join(str(l.message) for l in logs)
+    # The base and the RUN before the changed COPY come from the cache.
+    assert "CACHED" in text, text
+    assert time.time() - start < 60
+    s = Sandbox.create(name)
+    try:
+        assert s.commands.run("python3 main.py").stdout == "two\n"
+    finally:
+        s.kill()
+
+
+def test_failing_step_reports_its_step_and_log(tmp_path):
+    t = Template().from_template("base").run_cmd("echo about-to-fail; exit 3")
+    with pytest.raises(BuildException) as e:
+        Template.build(t, unique("compat-fail"))
+    assert "exited with 3" in str(e.value), str(e.value)
+
+
+def test_unknown_base_is_an_error():
+    with pytest.raises(BuildException) as e:
+        Template.build(Template().from_template("no-such-base-xyz"), unique("compat-nobase"))
+    assert "no-such-base-xyz" in str(e.value)
+
+
+def test_another_team_cannot_see_the_template(tmp_path):
+    other = os.environ.get("SOULBOX_OTHER_TEAM_KEY")
+    if not other:
+        pytest.fail("SOULBOX_OTHER_TEAM_KEY is not set (compat/run.sh makes a second team's key)")
+    name = unique("compat-private")
+    Template.build(Template().from_template("base").run_cmd("true"), name)
+    with pytest.raises(Exception) as e:
+        Sandbox.create(name, api_key=other)
+    assert "not found" in str(e.value).lower() or "404" in str(e.value), str(e.value)

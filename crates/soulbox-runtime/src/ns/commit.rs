@@ -1,0 +1,104 @@
+//! Committing a sandbox: its processes are stopped and its writable layer is copied out as a
+//! store layer (a template build step, later a snapshot). The ext4 image is mounted again,
+//! read-only, in a mount namespace of a thread of its own, so no host mount is ever left
+//! behind, even by a crash.
+
+use super::{io_err, NsBackend};
+use crate::jail::loopdev;
+use crate::{Result, RuntimeError};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long the kernel may take to release the sandbox's mounts after its last process.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl NsBackend {
+    /// Stops sandbox `id`, writes its writable layer's files into `dest` (an empty directory)
+    /// owned by natural ids, and removes the sandbox. Blocking. Needs an ext4 writable layer.
+    pub fn commit_blocking(&self, id: &str, dest: &Path) -> Result<()> {
+        let entry = self
+            .sandboxes
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(id))
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        self.stop_processes(id, Some(entry.info.pid));
+        let image = self.sandbox_dir(id).join("upper.img");
+        let result = match entry.ids {
+            _ if !image.exists() => Err(RuntimeError::InvalidSpec(
+                "only a sandbox with an ext4 writable layer can be committed".into(),
+            )),
+            None => Err(RuntimeError::InvalidSpec(
+                "the sandbox has no id range".into(),
+            )),
+            Some(base) => wait_detached(&image)
+                .and_then(|()| export(&image, &self.sandbox_dir(id).join("export"), dest, base)),
+        };
+        self.release(id, entry.slot, entry.ids);
+        result
+    }
+}
+
+/// Waits until no loop device is backed by `image` any more: the sandbox's ext4 mount is then
+/// gone and every write it had cached is on the image.
+fn wait_detached(image: &Path) -> Result<()> {
+    let image = std::fs::canonicalize(image).map_err(io_err(image))?;
+    let start = Instant::now();
+    while attached(&image) {
+        if start.elapsed() > DETACH_TIMEOUT {
+            return Err(RuntimeError::Launch(format!(
+                "{} is still mounted {DETACH_TIMEOUT:?} after its sandbox stopped",
+                image.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn attached(image: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return false;
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .any(|b| Path::new(b.trim_end()) == image)
+}
+
+/// Mounts `image` read-only at `mnt` in a private mount namespace (a thread's own) and copies
+/// its `upper/` into `dest`.
+fn export(image: &Path, mnt: &Path, dest: &Path, base: u32) -> Result<()> {
+    std::fs::create_dir_all(mnt).map_err(io_err(mnt))?;
+    let (image, mnt, dest): (PathBuf, PathBuf, PathBuf) = (image.into(), mnt.into(), dest.into());
+    std::thread::spawn(move || -> Result<()> {
+        let fail = |what: &str, e: nix::Error| RuntimeError::Launch(format!("{what}: {e}"));
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS | nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| fail("unshare", e))?;
+        // Nothing mounted here may propagate back to the host.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| fail("making the mounts private", e))?;
+        let (dev, _hold) = loopdev::attach(&image).map_err(io_err(&image))?;
+        mount(
+            Some(&dev),
+            &mnt,
+            Some("ext4"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| fail("mounting the writable layer", e))?;
+        let copied = crate::layer::export::copy_shifted(&mnt.join("upper"), &dest, base)
+            .map_err(io_err(&dest));
+        let _ = umount2(&mnt, MntFlags::MNT_DETACH);
+        copied
+    })
+    .join()
+    .map_err(|_| RuntimeError::Launch("the export thread panicked".into()))?
+}
