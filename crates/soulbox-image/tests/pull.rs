@@ -219,7 +219,7 @@ async fn shared_layers_are_downloaded_once() {
 }
 
 #[tokio::test]
-async fn zstd_layers_and_docker_schema2_manifests() {
+async fn zstd_plain_and_docker_schema2() {
     let work = tempfile::tempdir().unwrap();
     let layout = build_images(work.path());
     let zstd_layout = work.path().join("zstd");
@@ -238,6 +238,12 @@ async fn zstd_layers_and_docker_schema2_manifests() {
     let reg = Registry::start(false);
     reg.push(&format!("oci:{}:base", zstd_layout.display()), "t/z:1", &[]);
     reg.push(&layout.src("base"), "t/d:1", &["--format", "v2s2"]);
+    layout.uncompressed("base", "plain");
+    reg.push(&layout.src("plain"), "t/u:1", &["--preserve-digests"]);
+    assert_eq!(
+        reg.manifest("t/u:1")["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
     let z = reg.manifest("t/z:1");
     assert_eq!(
         z["layers"][0]["mediaType"],
@@ -256,7 +262,7 @@ async fn zstd_layers_and_docker_schema2_manifests() {
     let data = tempfile::tempdir().unwrap();
     let store = LayerStore::new(data.path());
     let o = opts(&reg);
-    for name in ["t/z:1", "t/d:1"] {
+    for name in ["t/z:1", "t/d:1", "t/u:1"] {
         let img = pull_logged(&store, &format!("{}/{name}", reg.host), &o)
             .await
             .0
@@ -272,8 +278,8 @@ async fn zstd_layers_and_docker_schema2_manifests() {
     }
     assert_eq!(
         store.list().len(),
-        2,
-        "zstd and gzip blobs are different layers"
+        3,
+        "zstd, gzip and plain blobs are different layers"
     );
     assert_no_leftovers(&store);
 }

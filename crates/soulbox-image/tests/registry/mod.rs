@@ -12,6 +12,10 @@ const TOOLS: &str = "apt-get install -y docker-registry skopeo umoci apache2-uti
                      (scripts/test.sh does)";
 
 pub fn run(cmd: &str, args: &[&str]) -> String {
+    String::from_utf8_lossy(&run_bytes(cmd, args)).into_owned()
+}
+
+pub fn run_bytes(cmd: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -22,7 +26,7 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.stdout
 }
 
 pub struct Registry {
@@ -234,6 +238,55 @@ impl Layout {
         )
     }
 
+    fn blob(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap())
+    }
+
+    fn add_blob(&self, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        std::fs::write(self.blob(&digest), bytes).unwrap();
+        digest
+    }
+
+    fn tag_manifest(&self, tag: &str, media_type: &str, digest: &str, size: usize) {
+        let path = self.dir.join("index.json");
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "mediaType": media_type, "digest": digest, "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": tag}
+            }));
+        std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+
+    /// Tags as `to` a copy of `tag` whose gzip layers are stored uncompressed (umoci 0.4 and
+    /// skopeo 1.9 only write compressed ones).
+    pub fn uncompressed(&self, tag: &str, to: &str) {
+        let (digest, _) = self.manifest_of(tag);
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.blob(&digest)).unwrap()).unwrap();
+        for l in m["layers"].as_array_mut().unwrap() {
+            let gz = self.blob(l["digest"].as_str().unwrap());
+            let tar = run_bytes("gzip", &["-dc", gz.to_str().unwrap()]);
+            l["digest"] = self.add_blob(&tar).into();
+            l["size"] = tar.len().into();
+            l["mediaType"] = "application/vnd.oci.image.layer.v1.tar".into();
+        }
+        let raw = serde_json::to_vec(&m).unwrap();
+        let digest = self.add_blob(&raw);
+        self.tag_manifest(
+            to,
+            "application/vnd.oci.image.manifest.v1+json",
+            &digest,
+            raw.len(),
+        );
+    }
+
     /// Writes an image index over `tags` (each `(tag, architecture)`) and tags it `tag`.
     pub fn index(&self, tag: &str, entries: &[(&str, &str)]) {
         let manifests: Vec<serde_json::Value> = entries
@@ -253,26 +306,13 @@ impl Layout {
             "manifests": manifests,
         }))
         .unwrap();
-        let digest = sha256(&blob);
-        std::fs::write(
-            self.dir
-                .join("blobs/sha256")
-                .join(digest.strip_prefix("sha256:").unwrap()),
-            &blob,
-        )
-        .unwrap();
-        let path = self.dir.join("index.json");
-        let mut index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        index["manifests"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "digest": digest, "size": blob.len(),
-                "annotations": {"org.opencontainers.image.ref.name": tag}
-            }));
-        std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+        let digest = self.add_blob(&blob);
+        self.tag_manifest(
+            tag,
+            "application/vnd.oci.image.index.v1+json",
+            &digest,
+            blob.len(),
+        );
     }
 }
 
