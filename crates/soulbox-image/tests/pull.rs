@@ -514,6 +514,29 @@ async fn errors_say_what_went_wrong() {
 }
 
 #[tokio::test]
+async fn answers_without_a_registry_error_body() {
+    let data = tempfile::tempdir().unwrap();
+    let store = LayerStore::new(data.path());
+    for (status, want) in [
+        ("404 Not Found", "not found: the registry"),
+        ("401 Unauthorized", "pass a username and password"),
+        ("429 Too Many Requests", "too many requests"),
+        ("500 Internal Server Error", "HTTP 500: not a registry"),
+    ] {
+        let host = registry::canned(status);
+        let o = PullOptions {
+            insecure_registries: vec![host.clone()],
+            ..Default::default()
+        };
+        let err = pull_logged(&store, &format!("{host}/a/b:1"), &o)
+            .await
+            .0
+            .unwrap_err();
+        assert!(err.to_string().contains(want), "{status}: {err}");
+    }
+}
+
+#[tokio::test]
 async fn a_corrupted_blob_is_refused() {
     let work = tempfile::tempdir().unwrap();
     let layout = build_images(work.path());

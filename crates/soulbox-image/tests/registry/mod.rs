@@ -339,3 +339,30 @@ pub fn tree(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     }
     dir.to_path_buf()
 }
+
+/// A loopback HTTP server that is not a registry: it answers every request with `status`
+/// (`"404 Not Found"`) and a plain-text body. Runs until the test process ends.
+pub fn canned(status: &'static str) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = "not a registry";
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    host
+}
