@@ -24,8 +24,9 @@ use tokio::io::AsyncWrite;
 /// How to reach registries.
 #[derive(Clone)]
 pub struct PullOptions {
-    /// Username and password for the registry pulled from (HTTP basic, or exchanged for a
-    /// token where the registry asks for one); anonymous when `None`.
+    /// Username and password for the registry pulled from — the mirror, when one is
+    /// configured (HTTP basic, or exchanged for a token where the registry asks for one);
+    /// anonymous when `None`.
     pub auth: Option<(String, String)>,
     /// Registries (`host[:port]`, as in the reference or the mirror) spoken to over plain
     /// http instead of https.
@@ -289,13 +290,12 @@ async fn fetch_config(
 
 /// A layer's digest names a file and a store layer: only well-formed ones are taken.
 fn check_digest(digest: &str, ctx: &Ctx) -> Result<(), ImageError> {
+    let lower_hex = |h: &str| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let ok = match digest.split_once(':') {
-        Some(("sha256", h)) => h.len() == 64,
-        Some(("sha512", h)) => h.len() == 128,
+        Some(("sha256", h)) => h.len() == 64 && lower_hex(h),
+        Some(("sha512", h)) => h.len() == 128 && lower_hex(h),
         _ => false,
-    } && digest
-        .split_once(':')
-        .is_some_and(|(_, h)| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    };
     if ok {
         Ok(())
     } else {
@@ -607,6 +607,10 @@ impl Ctx {
                 reason: chain(&e),
             },
             E::RequestError(e) => self.registry(chain(&e)),
+            E::IoError(source) => ImageError::Io {
+                what: "writing a downloaded blob".into(),
+                source,
+            },
             e @ (E::UnsupportedMediaTypeError(_)
             | E::UnsupportedSchemaVersionError(_)
             | E::ManifestParsingError(_)

@@ -1,7 +1,8 @@
 //! Unpacking a tar archive (plain, gzip or zstd, told apart by their magic bytes) into a
 //! layer: an uploaded COPY context or an image's layer. Hostile archives are refused, not
 //! trimmed: an entry that names a path outside the layer (`..`, absolute after
-//! normalisation, or through a symlink), more bytes or entries than allowed (a tar bomb), or
+//! normalisation unless `rooted_names` reads `/x` as the layer's `x`, or through a
+//! symlink), more bytes or entries than allowed (a tar bomb), or
 //! a device node fails the whole unpack with a message that says which entry.
 
 use std::io::{self, BufRead, BufReader, Read};
