@@ -640,6 +640,13 @@ fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    /// A pull can run in a spawned task (a server's request handler).
+    #[allow(dead_code)]
+    fn pull_is_send(store: &LayerStore, opts: &PullOptions) {
+        fn send<T: Send>(_: T) {}
+        send(pull(store, "x", opts, &|_| {}));
+    }
+
     #[test]
     fn short_forms() {
         let d = format!("sha256:{}", "ab".repeat(32));
