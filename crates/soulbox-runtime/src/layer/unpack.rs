@@ -1,7 +1,8 @@
 //! Unpacking a tar archive (plain, gzip or zstd, told apart by their magic bytes) into a
 //! layer: an uploaded COPY context or an image's layer. Hostile archives are refused, not
 //! trimmed: an entry that names a path outside the layer (`..`, absolute after
-//! normalisation, or through a symlink), more bytes or entries than allowed (a tar bomb), or
+//! normalisation unless `rooted_names` reads `/x` as the layer's `x`, or through a
+//! symlink), more bytes or entries than allowed (a tar bomb), or
 //! a device node fails the whole unpack with a message that says which entry.
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -20,6 +21,10 @@ pub struct UnpackOptions {
     pub owner: Option<(u32, u32)>,
     /// Mode of every file instead of the archive's (a COPY's `mode`).
     pub mode: Option<u32>,
+    /// A leading `/` names the destination's root instead of being refused: image layers
+    /// written by some tools (umoci, for one) name their entries `/etc/…`, and Docker and
+    /// containerd read them so.
+    pub rooted_names: bool,
 }
 
 impl Default for UnpackOptions {
@@ -30,6 +35,7 @@ impl Default for UnpackOptions {
             whiteouts: false,
             owner: None,
             mode: None,
+            rooted_names: false,
         }
     }
 }
@@ -66,6 +72,14 @@ pub fn clean_relative(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// An entry's name (or hard link target) as a clean relative path, if it is one.
+fn clean_entry_path(p: &Path, opts: &UnpackOptions) -> Option<PathBuf> {
+    match p.strip_prefix("/") {
+        Ok(rest) if opts.rooted_names => clean_relative(rest),
+        _ => clean_relative(p),
+    }
+}
+
 /// Unpacks `archive` into `dest`. `place` maps an entry's (clean, relative) path and whether
 /// it is a directory to where it goes under `dest` (relative), or `None` to skip it.
 pub fn unpack(
@@ -75,7 +89,11 @@ pub fn unpack(
     place: &dyn Fn(&Path, bool) -> Option<PathBuf>,
 ) -> Result<Unpacked, String> {
     let reader = decompressed(archive).map_err(|e| format!("reading the archive: {e}"))?;
-    let mut ar = tar::Archive::new(reader);
+    let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let mut ar = tar::Archive::new(Counted {
+        inner: reader,
+        n: consumed.clone(),
+    });
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(opts.owner.is_none());
     ar.set_preserve_mtime(true);
@@ -85,8 +103,17 @@ pub fn unpack(
     let entries = ar
         .entries()
         .map_err(|e| format!("reading the archive: {e}"))?;
+    // Where the last entry's data ended: an archive that stops right there, without the
+    // padding of that last block or the end-of-archive blocks, is complete all the same (Go's
+    // archive/tar, and so Docker and containerd, read it so; umoci 0.4 writes such layers).
+    let mut data_end = 0u64;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("reading the archive: {e}"))?;
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(_) if done.entries > 0 && consumed.get() == data_end => break,
+            Err(e) => return Err(format!("reading the archive: {e}")),
+        };
+        data_end = entry.raw_file_position() + entry.header().entry_size().unwrap_or(0);
         done.entries += 1;
         if done.entries > opts.max_entries {
             return Err(format!(
@@ -98,7 +125,7 @@ pub fn unpack(
             .path()
             .map_err(|e| format!("an entry's name is unreadable: {e}"))?
             .into_owned();
-        let Some(rel) = clean_relative(&raw) else {
+        let Some(rel) = clean_entry_path(&raw, opts) else {
             return Err(format!(
                 "entry '{}' points outside the destination",
                 raw.display()
@@ -116,7 +143,7 @@ pub fn unpack(
                 .link_name()
                 .ok()
                 .flatten()
-                .and_then(|t| clean_relative(&t));
+                .and_then(|t| clean_entry_path(&t, opts));
             if target.is_none() {
                 return Err(format!(
                     "hard link '{}' points outside the destination",
@@ -187,6 +214,20 @@ pub fn unpack(
     // not a valid archive.
     let _ = io::copy(&mut (&mut rest).take(1 << 20), &mut io::sink());
     Ok(done)
+}
+
+/// A reader that counts what it has given.
+struct Counted<R> {
+    inner: R,
+    n: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let got = self.inner.read(buf)?;
+        self.n.set(self.n.get() + got as u64);
+        Ok(got)
+    }
 }
 
 /// Makes the directories of `rel` under `dest`, refusing to go through a symlink (which could
@@ -273,5 +314,28 @@ mod tests {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let w = std::fs::symlink_metadata(d.path().join("a/gone")).unwrap();
         assert!(w.file_type().is_char_device() && w.rdev() == 0);
+
+        // Cut right after the last entry's data (no padding, no end blocks): complete.
+        let whole = tar_of(&[("c/1", b"one"), ("c/2", b"two")]);
+        let cut = &whole[..512 * 3 + 3];
+        let got = unpack(cut, d.path(), &Default::default(), &id).unwrap();
+        assert_eq!(got.entries, 2);
+        assert_eq!(std::fs::read(d.path().join("c/2")).unwrap(), b"two");
+        // Cut inside the data, or inside the padding: truncated.
+        for at in [512 * 3 + 2, 512 * 3 + 4] {
+            let err = unpack(&whole[..at], d.path(), &Default::default(), &id);
+            assert!(err.is_err(), "cut at {at} accepted");
+        }
+
+        let rooted = tar_of(&[("/b/f", b"rooted"), ("/../x", b"")]);
+        let err = unpack(&rooted[..], d.path(), &Default::default(), &id);
+        assert!(err.unwrap_err().contains("'/b/f' points outside"));
+        let opts = UnpackOptions {
+            rooted_names: true,
+            ..Default::default()
+        };
+        let err = unpack(&rooted[..], d.path(), &opts, &id);
+        assert!(err.unwrap_err().contains("'/../x' points outside"));
+        assert_eq!(std::fs::read(d.path().join("b/f")).unwrap(), b"rooted");
     }
 }
