@@ -17,7 +17,8 @@ done
 (cd js && npm ci --no-audit --no-fund --loglevel=error)
 
 start_server() {
-  SOULBOX_ADMIN_API_KEY="$key" SOULBOX_DATA_DIR="$data" "$bin" serve --listen "127.0.0.1:$port" --templates base,code-interpreter >>serve.log 2>&1 &
+  SOULBOX_ADMIN_API_KEY="$key" SOULBOX_DATA_DIR="$data" "$bin" serve --listen "127.0.0.1:$port" --templates base,code-interpreter \
+    --insecure-registry "$registry" >>serve.log 2>&1 &
   server=$!
   python3 - "$port" <<'PY'
 import sys, time, urllib.request
@@ -31,10 +32,14 @@ sys.exit("soulbox serve did not come up; see compat/serve.log")
 PY
 }
 : >serve.log
+# An OCI registry on loopback with a busybox image, for `from_image` (never an outside one).
+registry="127.0.0.1:${SOULBOX_COMPAT_REGISTRY_PORT:-5917}"
+registry_dir=$(mktemp -d)
+./templates/registry.sh "${registry##*:}" "$registry_dir/r"
 # A second team's key: what one team builds, the other must not see.
 other_key=$(SOULBOX_DATA_DIR="$data" "$bin" keys create --name compat-other --team compat-other)
 start_server
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; kill "$(cat "$registry_dir/r/registry.pid")" 2>/dev/null || true; rm -rf "$registry_dir"' EXIT
 
 export SOULBOX_URL="http://127.0.0.1:$port" E2B_API_KEY="$key" SOULBOX_COMPAT_TEMPLATE=base
 # Every SDK call goes to this SoulBox only (never to E2B's public API).
@@ -48,7 +53,7 @@ done
 echo "== Python e2b 2.45.1 (a sandbox killed mid-command)"
 (cd python && ../.venv-2.45.1/bin/python -m pytest -q -p no:cacheprovider test_commands.py -k killed_mid)
 echo "== Python e2b 2.63.0: custom templates"
-(cd templates && SOULBOX_OTHER_TEAM_KEY="$other_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
+(cd templates && SOULBOX_OTHER_TEAM_KEY="$other_key" SOULBOX_COMPAT_REGISTRY="$registry" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b-code-interpreter 2.11.5"
 (cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
 echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"

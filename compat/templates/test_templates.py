@@ -51,10 +51,11 @@ def test_build_then_create(tmp_path):
 
 def test_rebuild_reuses_layers_and_changed_copy_is_seen(tmp_path):
     name = unique("compat-cache")
-    Template.build(app_template(tmp_path, "one"), name)
+    # Contents unique to this run: a COPY of the same files is cached across runs too.
+    Template.build(app_template(tmp_path, f"one-{name}"), name)
     logs = []
     start = time.time()
-    Template.build(app_template(tmp_path, "two"), name, on_build_logs=logs.append)
+    Template.build(app_template(tmp_path, f"two-{name}"), name, on_build_logs=logs.append)
     text = "\n".join(str(l.message) for l in logs)
     # The RUN before the changed COPY comes from the cache; the COPY and what follows do not.
     run = text.index("RUN echo built-as")
@@ -63,7 +64,7 @@ def test_rebuild_reuses_layers_and_changed_copy_is_seen(tmp_path):
     assert time.time() - start < 60
     s = Sandbox.create(name)
     try:
-        assert s.commands.run("python3 main.py").stdout == "two\n"
+        assert s.commands.run("python3 main.py").stdout == f"two-{name}\n"
     finally:
         s.kill()
 
@@ -90,3 +91,28 @@ def test_another_team_cannot_see_the_template(tmp_path):
     with pytest.raises(Exception) as e:
         Sandbox.create(name, api_key=other)
     assert "not found" in str(e.value).lower() or "404" in str(e.value), str(e.value)
+
+
+def test_from_image_without_user_or_bash():
+    """An OCI image from a registry on loopback (compat/templates/registry.sh): busybox only."""
+    registry = os.environ.get("SOULBOX_COMPAT_REGISTRY")
+    if not registry:
+        pytest.fail("SOULBOX_COMPAT_REGISTRY is not set (compat/run.sh starts a registry)")
+    name = unique("compat-image")
+    t = Template().from_image(f"{registry}/busybox:1").run_cmd("echo made > /made.txt")
+    Template.build(t, name)
+    s = Sandbox.create(name)
+    try:
+        r = s.commands.run("cat /srv/hello.txt /made.txt; echo $IMAGE_VAR; pwd; id -u")
+        assert r.stdout == "from the image\nmade\nfrom-config\n/srv\n0\n", r.stdout
+        s.files.write("/tmp/x", "written")
+        assert s.files.read("/tmp/x") == "written"
+    finally:
+        s.kill()
+
+
+def test_unknown_image_is_a_clear_error():
+    registry = os.environ.get("SOULBOX_COMPAT_REGISTRY", "127.0.0.1:1")
+    with pytest.raises(BuildException) as e:
+        Template.build(Template().from_image(f"{registry}/nope:1"), unique("compat-noimage"))
+    assert "not found" in str(e.value).lower(), str(e.value)

@@ -21,11 +21,14 @@ pub fn lookup(name: &str) -> Option<User> {
 }
 
 pub fn lookup_in(etc: &Path, name: &str) -> Option<User> {
-    let passwd = std::fs::read_to_string(etc.join("passwd")).ok()?;
-    let f = passwd
+    let passwd = std::fs::read_to_string(etc.join("passwd")).unwrap_or_default();
+    let found = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 7 && f[0] == name)?;
+        .find(|f| f.len() >= 7 && f[0] == name);
+    let Some(f) = found else {
+        return unlisted(name);
+    };
     let uid = f[2].parse().ok()?;
     let gid = f[3].parse().ok()?;
     let mut groups = vec![gid];
@@ -50,6 +53,25 @@ pub fn lookup_in(etc: &Path, name: &str) -> Option<User> {
     })
 }
 
+/// A user an image's files do not list: `root` always exists (an image may have no
+/// `/etc/passwd` at all), and a number (an image config's `User: 1000`) is that uid with the
+/// same gid.
+fn unlisted(name: &str) -> Option<User> {
+    let uid: u32 = if name == "root" {
+        0
+    } else {
+        name.parse().ok()?
+    };
+    Some(User {
+        name: name.to_string(),
+        uid,
+        gid: uid,
+        home: PathBuf::from(if uid == 0 { "/root" } else { "/" }),
+        shell: "/bin/sh".into(),
+        groups: vec![uid],
+    })
+}
+
 /// Name of a uid or gid from the given file, or the number itself.
 pub fn name_of(file: &str, id: u32) -> String {
     std::fs::read_to_string(file)
@@ -66,6 +88,17 @@ pub fn name_of(file: &str, id: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_and_numeric_users_exist_without_passwd() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(lookup_in(d.path(), "root").map(|u| u.uid), Some(0));
+        assert_eq!(
+            lookup_in(d.path(), "1000").map(|u| (u.uid, u.gid)),
+            Some((1000, 1000))
+        );
+        assert!(lookup_in(d.path(), "user").is_none());
+    }
 
     #[test]
     fn parses_passwd_and_group() {

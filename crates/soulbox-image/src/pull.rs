@@ -404,9 +404,12 @@ async fn fetch_layer(
     let made = tokio::task::spawn_blocking(move || {
         store.create(&id, parent.as_ref(), &made_by, false, |root| {
             let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            unpack(std::io::BufReader::new(f), root, &unpack_opts, &|p, _dir| {
-                Some(p.to_path_buf())
-            })
+            unpack(
+                std::io::BufReader::new(f),
+                root,
+                &unpack_opts,
+                &|p, _dir| Some(p.to_path_buf()),
+            )
             .map(|_| ())
         })
     })

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub build_concurrency: usize,
     /// Longest a template build may take.
     pub build_timeout: std::time::Duration,
+    /// Registry host → mirror host that image pulls use instead.
+    pub registry_mirrors: std::collections::HashMap<String, String>,
+    /// Registries spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 impl ServerConfig {
@@ -68,6 +72,8 @@ impl ServerConfig {
             warm_pool: Default::default(),
             build_concurrency: 2,
             build_timeout: std::time::Duration::from_secs(3600),
+            registry_mirrors: Default::default(),
+            insecure_registries: vec![],
         }
     }
 }

@@ -59,6 +59,15 @@ fn start_process(agent: &Agent, headers: &HeaderMap, req: StartRequest) -> RpcRe
     } else {
         return Err(invalid(format!("cwd '{}' does not exist", cwd.display())));
     };
+    let mut req = req;
+    // The SDKs run every command as `/bin/bash -l -c …`; an image without bash (busybox,
+    // distroless-with-shell) runs it with its `/bin/sh`, which takes the same options.
+    if req.process.cmd == "/bin/bash"
+        && !Path::new("/bin/bash").exists()
+        && Path::new("/bin/sh").exists()
+    {
+        req.process.cmd = "/bin/sh".into();
+    }
     let cmd = req.process.cmd.clone();
     spawn(
         &agent.processes,

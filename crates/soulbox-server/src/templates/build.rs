@@ -373,12 +373,103 @@ async fn base(
                 ..b
             })
         }
-        (None, Some(image)) => Err(fail(format!(
-            "fromImage '{image}': pulling images is not available in this server yet"
-        ))),
+        (None, Some(image)) => {
+            let auth = match &req.from_image_registry {
+                None => None,
+                Some(r) if matches!(r.kind.as_deref(), None | Some("registry")) => {
+                    match (&r.username, &r.password) {
+                        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                        _ => return Err(fail("fromImageRegistry needs a username and a password".into())),
+                    }
+                }
+                Some(r) => {
+                    return Err(fail(format!(
+                        "fromImageRegistry type '{}' is not supported (use type 'registry' with a username and password)",
+                        r.kind.as_deref().unwrap_or_default()
+                    )))
+                }
+            };
+            let opts = soulbox_image::PullOptions {
+                auth,
+                insecure_registries: st.cfg.insecure_registries.clone(),
+                mirrors: st.cfg.registry_mirrors.clone(),
+                ..Default::default()
+            };
+            log.line("info", Some("base"), format!("FROM image {image}"));
+            let layers = st.backend.templates().layers().clone();
+            let progress_log = log.clone();
+            let progress = move |l: &str| progress_log.line("info", Some("base"), l.to_string());
+            let pulled = soulbox_image::pull(&layers, image, &opts, &progress)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let mut stack = pulled.layers.clone();
+            stack.push(conventions_layer(&layers, &stack).await.map_err(fail)?);
+            let c = pulled.config;
+            Ok(Image {
+                layers: stack,
+                env: c.env,
+                user: c.user.filter(|u| !u.is_empty()),
+                workdir: c.workdir.filter(|w| !w.is_empty()),
+                ..Default::default()
+            })
+        }
         (Some(_), Some(_)) => Err(fail("give fromTemplate or fromImage, not both".into())),
         (None, None) => Err(fail("a base is required: fromTemplate or fromImage".into())),
     }
+}
+
+/// What a sandbox needs of a root that an image may lack, as a small layer on top of it:
+/// `/tmp` (1777), the mount points, the host's resolver configuration and a hostname. No user
+/// is added: an image's processes run as its config's user, or root.
+async fn conventions_layer(layers: &LayerStore, below: &[LayerId]) -> Result<LayerId, String> {
+    let parent = below.last().cloned();
+    let id = LayerId::derive(parent.as_ref(), "soulbox image conventions 1");
+    let (layers, below) = (layers.clone(), below.to_vec());
+    blocking(move || {
+        layers
+            .create(
+                &id,
+                parent.as_ref(),
+                "SoulBox: /tmp, mount points, resolv.conf",
+                false,
+                |root| {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = |p: &Path, m: u32| {
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m))
+                    };
+                    for (d, m) in [
+                        ("tmp", 0o1777),
+                        ("proc", 0o555),
+                        ("sys", 0o555),
+                        ("dev", 0o755),
+                        ("etc", 0o755),
+                    ] {
+                        if lookup(&layers, &below, &Path::new("/").join(d)).is_none() {
+                            let p = root.join(d);
+                            std::fs::create_dir(&p)
+                                .and_then(|()| mode(&p, m))
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                    let etc = root.join("etc");
+                    if !etc.exists() {
+                        make_dirs(&layers, &below, root, Path::new("/etc"), None)?;
+                    }
+                    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+                    for (f, body) in [("resolv.conf", resolv), ("hostname", b"sandbox\n".to_vec())]
+                    {
+                        let p = etc.join(f);
+                        std::fs::write(&p, body)
+                            .and_then(|()| mode(&p, 0o644))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                },
+            )
+            .map(|_| id)
+            .map_err(|e| e.to_string())
+    })
+    .await
 }
 
 /// Runs a RUN step in a build sandbox and keeps its writable layer as layer `id`.

@@ -143,10 +143,12 @@ pub fn parse(steps: &[StepRequest]) -> Result<Vec<(Step, bool)>, String> {
                     }
                     _ => return bad("a user name is required"),
                 },
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "step {}: unknown step type '{other}' (known: RUN, COPY, ENV, WORKDIR, USER)",
                     i + 1
-                )),
+                ))
+                }
             };
             Ok((step, s.force.unwrap_or(false)))
         })

@@ -49,6 +49,26 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     first_request_timeout_ms: u64,
+    /// Fetch a registry's images from a mirror instead: `REGISTRY=MIRROR`, e.g.
+    /// `docker.io=registry.internal:5000` (repeatable, or comma-separated).
+    #[arg(long, env = "SOULBOX_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = parse_mirror)]
+    registry_mirror: Vec<(String, String)>,
+    /// A registry (`host[:port]`) spoken to over plain HTTP (repeatable, or comma-separated).
+    #[arg(long, env = "SOULBOX_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registry: Vec<String>,
+    /// Template builds run at once; more wait their turn.
+    #[arg(long, env = "SOULBOX_BUILD_CONCURRENCY", default_value_t = 2)]
+    build_concurrency: usize,
+    /// Longest a template build may take, in seconds.
+    #[arg(long, env = "SOULBOX_BUILD_TIMEOUT", default_value_t = 3600)]
+    build_timeout: u64,
+}
+
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(r, m)| !r.is_empty() && !m.is_empty())
+        .map(|(r, m)| (r.to_string(), m.to_string()))
+        .ok_or_else(|| format!("'{s}': expected REGISTRY=MIRROR, e.g. docker.io=127.0.0.1:5000"))
 }
 
 fn parse_pool_entry(s: &str) -> Result<(String, usize), String> {
@@ -118,6 +138,10 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
         max_connections: a.max_connections,
         max_connections_per_ip: a.max_connections_per_ip,
         first_request_timeout: std::time::Duration::from_millis(a.first_request_timeout_ms),
+        registry_mirrors: a.registry_mirror.into_iter().collect(),
+        insecure_registries: a.insecure_registry,
+        build_concurrency: a.build_concurrency,
+        build_timeout: std::time::Duration::from_secs(a.build_timeout),
         ..soulbox_server::ServerConfig::new(a.listen)
     };
     let stop = async {
