@@ -168,7 +168,10 @@ mod tests {
     fn the_deno_kernelspec_is_json_the_shell_hook_keeps_intact() {
         let spec: serde_json::Value = serde_json::from_str(DENO_KERNELSPEC).unwrap();
         assert_eq!(spec["argv"][0], "/usr/local/bin/deno");
-        assert!(!DENO_KERNELSPEC.contains('\''), "the hook quotes it with ''");
+        assert!(
+            !DENO_KERNELSPEC.contains('\''),
+            "the hook quotes it with ''"
+        );
         let hooks = find("code-interpreter").unwrap().hooks();
         assert!(hooks.iter().any(|h| h.contains(DENO_KERNELSPEC)));
     }
