@@ -210,18 +210,30 @@ def test_javascript_errors_are_execution_errors(sbx):
     assert sbx.run_code("x", language="js").text == "1", "an error keeps the state"
 
 
-def test_typescript_context(sbx):
-    ctx = sbx.create_code_context(language="ts", cwd="/tmp")
-    assert ctx.language == "typescript"
-    ex = sbx.run_code("interface P { n: number }\nconst p: P = { n: 20 };\np.n * 2 + 2", context=ctx)
-    assert ex.error is None, ex.error
-    assert ex.text == "42"
-    assert sbx.run_code("Deno.cwd()", context=ctx).text == "/tmp"
-    assert sbx.run_code("typeof p", context=ctx).text == "object"
+def test_typescript_runs_in_the_default_javascript_context(sbx):
     assert sbx.run_code("const t: string = 'typed'; t", language="ts").text == "typed"
-    sbx.restart_code_context(ctx)
-    assert sbx.run_code("typeof p", context=ctx).text == "undefined"
-    sbx.remove_code_context(ctx)
+    assert sbx.run_code("t", language="js").text == "typed"
+
+
+def test_typescript_context():
+    # A sandbox of its own: each Deno kernel holds ~175 MB, and the default 512 MiB fits
+    # Python's kernel and one Deno kernel, not two.
+    from e2b_code_interpreter import Sandbox
+
+    s = Sandbox.create(timeout=60)
+    try:
+        ctx = s.create_code_context(language="ts", cwd="/tmp")
+        assert ctx.language == "typescript"
+        ex = s.run_code("interface P { n: number }\nconst p: P = { n: 20 };\np.n * 2 + 2", context=ctx)
+        assert ex.error is None, ex.error
+        assert ex.text == "42"
+        assert s.run_code("Deno.cwd()", context=ctx).text == "/tmp"
+        assert s.run_code("typeof p", context=ctx).text == "object"
+        s.restart_code_context(ctx)
+        assert s.run_code("typeof p", context=ctx).text == "undefined"
+        s.remove_code_context(ctx)
+    finally:
+        s.kill()
 
 
 def test_javascript_env_vars_apply_to_one_execution(sbx):

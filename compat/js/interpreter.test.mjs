@@ -45,6 +45,9 @@ test('runCode: JavaScript and TypeScript contexts', async () => {
     ex = await sbx.runCode("throw new RangeError('too far')", { language: 'js' })
     assert.equal(ex.error.name, 'RangeError')
     assert.equal(ex.error.value, 'too far')
+    // The default JavaScript context's kernel goes first: 512 MiB hold one Deno kernel.
+    const js = (await sbx.listCodeContexts()).find((c) => c.language === 'javascript')
+    await sbx.removeCodeContext(js)
     const ctx = await sbx.createCodeContext({ language: 'ts' })
     assert.equal(ctx.language, 'typescript')
     ex = await sbx.runCode('const n: number = 41;\nn + 1', { context: ctx })

@@ -23,6 +23,9 @@ MIME = {
 }
 # Kernels that speak ZeroMQ over TCP only (Deno's rejects an IPC connection file).
 TCP_ONLY = {"deno"}
+# Kernels that may publish a cell's result after its idle status (Deno's, on a busy CPU): their
+# stragglers are collected once the execute_reply is in.
+LATE_OUTPUT = {"deno"}
 JS = {"javascript", "typescript", "deno"}
 
 _out = threading.Lock()
@@ -83,6 +86,7 @@ def restore_env(language, env):
 class Kernel:
     def __init__(self, language, kernel_name, cwd):
         self.language = language
+        self.late_output = kernel_name in LATE_OUTPUT
         if kernel_name in TCP_ONLY:
             # Loopback only; every message is signed with the connection file's key (0600).
             self.km = KernelManager(kernel_name=kernel_name, transport="tcp", ip="127.0.0.1")
@@ -115,10 +119,13 @@ class Kernel:
     def run(self, code, silent=False):
         """Runs code, forwarding its output unless silent; returns when the kernel is idle."""
         msg_id = self.kc.execute(code, silent=silent, store_history=not silent)
+        idle = False
         while True:
             try:
-                msg = self.kc.get_iopub_msg(timeout=1)
+                msg = self.kc.get_iopub_msg(timeout=0.05 if idle else 1)
             except queue.Empty:
+                if idle:
+                    return
                 if not self.km.is_alive():
                     if not silent:
                         emit({"type": "error", "name": "UnexpectedEndOfExecution",
@@ -130,7 +137,10 @@ class Kernel:
             kind, c = msg["msg_type"], msg["content"]
             if kind == "status" and c.get("execution_state") == "idle":
                 self.drain_shell(msg_id)
-                return
+                if not self.late_output:
+                    return
+                idle = True
+                continue
             if silent:
                 continue
             if kind == "stream":
