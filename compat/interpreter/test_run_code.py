@@ -169,3 +169,84 @@ def test_kernel_sockets_are_private(sbx):
     probe = "; ".join(f"ls {d}/ >/dev/null 2>&1 && echo open:{d}" for d in dirs) + "; true"
     assert sbx.commands.run(probe, user="nobody").stdout == ""
     assert "open:" in sbx.commands.run(probe, user="user").stdout  # positive control
+
+
+def test_default_contexts_are_python_and_javascript():
+    from e2b_code_interpreter import Sandbox
+
+    s = Sandbox.create(timeout=60)  # a fresh sandbox: nothing has run yet
+    try:
+        languages = sorted(c.language for c in s.list_code_contexts())
+        assert languages == ["javascript", "python"], languages
+        js = [c for c in s.list_code_contexts() if c.language == "javascript"][0]
+        assert js.cwd == "/home/user"
+        # The listed default JavaScript context is the one `language="js"` runs in.
+        s.run_code("const shared = 'one kernel'", context=js)
+        assert s.run_code("shared", language="js").text == "one kernel"
+        assert js.id in [c.id for c in s.list_code_contexts()]
+    finally:
+        s.kill()
+
+
+def test_javascript_keeps_state_and_logs_to_stdout(sbx):
+    assert sbx.run_code("const x = 1", language="js").error is None
+    ex = sbx.run_code("console.log('hi', x); x + 1", language="javascript")
+    assert ex.error is None, ex.error
+    assert ex.logs.stdout == ["hi 1\n"]
+    assert ex.text == "2"
+    assert ex.results[0].is_main_result
+    ex = sbx.run_code("console.error('oops'); Deno.cwd()", language="js")
+    assert ex.logs.stderr == ["oops\n"]
+    assert ex.text == "/home/user"
+
+
+def test_javascript_errors_are_execution_errors(sbx):
+    ex = sbx.run_code("function f() { throw new TypeError('bad thing') }\nf()", language="js")
+    assert ex.error.name == "TypeError"
+    assert ex.error.value == "bad thing"
+    assert "at f" in ex.error.traceback
+    ex = sbx.run_code("notDefined + 1", language="js")
+    assert ex.error.name == "ReferenceError"
+    assert sbx.run_code("x", language="js").text == "1", "an error keeps the state"
+
+
+def test_typescript_runs_in_the_default_javascript_context(sbx):
+    assert sbx.run_code("const t: string = 'typed'; t", language="ts").text == "typed"
+    assert sbx.run_code("t", language="js").text == "typed"
+
+
+def test_typescript_context():
+    # A sandbox of its own: each Deno kernel holds ~175 MB, and the default 512 MiB fits
+    # Python's kernel and one Deno kernel, not two.
+    from e2b_code_interpreter import Sandbox
+
+    s = Sandbox.create(timeout=60)
+    try:
+        ctx = s.create_code_context(language="ts", cwd="/tmp")
+        assert ctx.language == "typescript"
+        ex = s.run_code("interface P { n: number }\nconst p: P = { n: 20 };\np.n * 2 + 2", context=ctx)
+        assert ex.error is None, ex.error
+        assert ex.text == "42"
+        assert s.run_code("Deno.cwd()", context=ctx).text == "/tmp"
+        assert s.run_code("typeof p", context=ctx).text == "object"
+        s.restart_code_context(ctx)
+        assert s.run_code("typeof p", context=ctx).text == "undefined"
+        s.remove_code_context(ctx)
+    finally:
+        s.kill()
+
+
+def test_javascript_env_vars_apply_to_one_execution(sbx):
+    ex = sbx.run_code("process.env.JS_ONLY_NOW", language="js", envs={"JS_ONLY_NOW": "it's \"here\""})
+    assert ex.text == "it's \"here\"", ex.text  # Deno quotes it with backticks, stripped
+    assert sbx.run_code("Deno.env.get('JS_ONLY_NOW') ?? 'unset'", language="js").text == "unset"
+
+
+def test_javascript_timeout_gives_a_working_context_back(sbx):
+    try:
+        sbx.run_code("while (true) {}", language="js", timeout=2)
+        raise AssertionError("no timeout")
+    except Exception as e:
+        assert "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower(), e
+    # Deno's kernel ends on an interrupt: the context goes on in a fresh kernel.
+    assert sbx.run_code("1 + 1", language="js").text == "2"

@@ -30,3 +30,31 @@ test('runCode: state, streaming, errors, images, contexts, env vars', async () =
     await sbx.kill()
   }
 })
+
+test('runCode: JavaScript and TypeScript contexts', async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 120_000 })
+  try {
+    const languages = (await sbx.listCodeContexts()).map((c) => c.language).sort()
+    assert.deepEqual(languages, ['javascript', 'python'])
+    assert.equal((await sbx.runCode('const x = 1', { language: 'js' })).error, undefined)
+    const out = []
+    let ex = await sbx.runCode("console.log('hi'); x + 1", { language: 'js', onStdout: (m) => out.push(m.line) })
+    assert.equal(ex.text, '2')
+    assert.deepEqual(out, ['hi\n'])
+    assert.deepEqual(ex.logs.stdout, ['hi\n'])
+    ex = await sbx.runCode("throw new RangeError('too far')", { language: 'js' })
+    assert.equal(ex.error.name, 'RangeError')
+    assert.equal(ex.error.value, 'too far')
+    // The default JavaScript context's kernel goes first: 512 MiB hold one Deno kernel.
+    const js = (await sbx.listCodeContexts()).find((c) => c.language === 'javascript')
+    await sbx.removeCodeContext(js)
+    const ctx = await sbx.createCodeContext({ language: 'ts' })
+    assert.equal(ctx.language, 'typescript')
+    ex = await sbx.runCode('const n: number = 41;\nn + 1', { context: ctx })
+    assert.equal(ex.text, '42')
+    assert.equal((await sbx.runCode('n', { context: ctx })).text, '41')
+    await sbx.removeCodeContext(ctx)
+  } finally {
+    await sbx.kill()
+  }
+})

@@ -62,10 +62,17 @@ async fn base_and_code_interpreter_follow_e2b_conventions() {
     }
     let out = check(
         "code-interpreter",
-        "python3 -c 'import ipykernel, numpy, pandas, matplotlib; print(\"imports-ok\")'",
+        "python3 -c 'import ipykernel, numpy, pandas, matplotlib; print(\"imports-ok\")'; \
+         jupyter kernelspec list | awk 'NR > 1 {print $1}' | sort | tr '\\n' ' '; echo; \
+         cd /tmp && deno eval 'console.log(Deno.env.get(\"HOME\"))' && ls -d ~/.cache/deno",
     )
     .await;
-    assert_eq!(out.trim(), "imports-ok");
+    let l: Vec<_> = out.lines().collect();
+    assert_eq!(l[0], "imports-ok", "{out}");
+    // Python, bash and Deno (JavaScript, TypeScript) kernels, for every user.
+    assert_eq!(l[1].trim(), "bash deno python3", "{out}");
+    // Deno runs as `user`, its module cache in the user's own home.
+    assert_eq!(&l[2..], &["/home/user", "/home/user/.cache/deno"], "{out}");
 }
 
 /// Issue 10 item 6: `sudo` works for `user` in `base`, as in E2B's templates, and the root it

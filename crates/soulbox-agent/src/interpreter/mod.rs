@@ -1,6 +1,11 @@
 //! The code interpreter (spec §4): `/execute` and `/contexts`, served on the routes the SDKs
 //! address as port 49999. Each context is a real Jupyter kernel, run by a small Python bridge
 //! (`bridge.py`, using jupyter_client over ZeroMQ) that streams E2B's line format back.
+//!
+//! Python runs in ipykernel, bash in bash_kernel, JavaScript and TypeScript in Deno's kernel.
+//! As in E2B, the default contexts (Python and JavaScript) are there from the start: Python's
+//! kernel is started ahead of the first `run_code`, JavaScript's (a Deno kernel holds ~175 MB)
+//! on its first use.
 
 use crate::process::spawn::{base_env, run_as};
 use crate::reaper;
@@ -38,11 +43,21 @@ struct Kernel {
     lines: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
 }
 
+/// Languages whose default context exists from the start (and is listed), as in E2B.
+const DEFAULT_LANGUAGES: &[&str] = &["python", "javascript"];
+
+/// The default context of a language: its id is known (and listed) before its kernel runs.
+struct DefaultContext {
+    id: String,
+    /// Held while the kernel starts, so that concurrent first uses start one kernel.
+    starting: tokio::sync::Mutex<()>,
+}
+
 #[derive(Default)]
 pub struct Contexts {
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     /// Default context per language (the SDK's `run_code` without a context).
-    defaults: tokio::sync::Mutex<HashMap<String, String>>,
+    defaults: Mutex<HashMap<String, Arc<DefaultContext>>>,
 }
 
 impl std::fmt::Debug for Contexts {
@@ -77,6 +92,45 @@ pub fn normalize(lang: Option<&str>) -> String {
     }
 }
 
+/// The Jupyter kernelspec that runs a language. Deno runs TypeScript, and JavaScript as a
+/// subset of it.
+fn kernel_name(language: &str) -> &str {
+    match language {
+        "python" => "python3",
+        "javascript" | "typescript" | "deno" => "deno",
+        other => other,
+    }
+}
+
+/// The language whose default context serves `language`: JavaScript and TypeScript share
+/// one Deno kernel rather than holding two.
+fn default_language(language: &str) -> &str {
+    match language {
+        "typescript" => "javascript",
+        other => other,
+    }
+}
+
+/// Whether the sandbox can run a language's kernel: the Python Jupyter stack (the bridge needs
+/// it), and for other languages their kernelspec in a system-wide Jupyter data directory.
+fn kernel_available(language: &str) -> bool {
+    match kernel_name(language) {
+        "python3" => available(),
+        name => {
+            available()
+                && ["/usr/local/share/jupyter", "/usr/share/jupyter"]
+                    .iter()
+                    .any(|d| {
+                        std::path::Path::new(d)
+                            .join("kernels")
+                            .join(name)
+                            .join("kernel.json")
+                            .is_file()
+                    })
+        }
+    }
+}
+
 /// Whether the sandbox has the Python Jupyter stack (the code-interpreter template has).
 pub fn available() -> bool {
     ["/usr/local/lib", "/usr/lib"].iter().any(|base| {
@@ -95,10 +149,11 @@ pub fn available() -> bool {
 }
 
 impl Contexts {
-    /// Starts a kernel; returns once it answers.
+    /// Starts a kernel under the given context id; returns once it answers.
     async fn start(
         &self,
         agent: &Agent,
+        id: String,
         language: &str,
         cwd: Option<&str>,
     ) -> Result<Arc<Kernel>, String> {
@@ -134,7 +189,6 @@ impl Contexts {
                 return Err(format!("the {language} kernel did not start"));
             }
         }
-        let id = uuid();
         let k = Arc::new(Kernel {
             id: id.clone(),
             language: language.into(),
@@ -154,19 +208,59 @@ impl Contexts {
         self.kernels.lock().ok()?.get(id).cloned()
     }
 
-    /// The default context of a language, started if needed.
-    async fn default_for(&self, agent: &Agent, language: &str) -> Result<Arc<Kernel>, String> {
-        let mut d = self.defaults.lock().await;
-        if let Some(k) = d.get(language).and_then(|id| self.get(id)) {
-            return Ok(k);
-        }
-        let k = self.start(agent, language, None).await?;
-        d.insert(language.into(), k.id.clone());
-        Ok(k)
+    /// The default context of a language (created, not started, if there is none yet).
+    fn default_context(&self, language: &str) -> Option<Arc<DefaultContext>> {
+        let mut d = self.defaults.lock().ok()?;
+        let slot = d
+            .entry(default_language(language).into())
+            .or_insert_with(|| {
+                Arc::new(DefaultContext {
+                    id: uuid(),
+                    starting: tokio::sync::Mutex::new(()),
+                })
+            });
+        Some(Arc::clone(slot))
     }
 
-    /// Starts the default Python context ahead of the first `run_code` (a warm kernel).
+    /// The default context of a language, its kernel started if needed.
+    async fn default_for(&self, agent: &Agent, language: &str) -> Result<Arc<Kernel>, String> {
+        let language = default_language(language);
+        let slot = self
+            .default_context(language)
+            .ok_or("the context table is poisoned")?;
+        let _starting = slot.starting.lock().await;
+        if let Some(k) = self.get(&slot.id) {
+            return Ok(k);
+        }
+        self.start(agent, slot.id.clone(), language, None).await
+    }
+
+    /// The language of a default context whose kernel has not started yet.
+    fn unstarted_default(&self, id: &str) -> Option<String> {
+        let d = self.defaults.lock().ok()?;
+        d.iter()
+            .find(|(_, slot)| slot.id == id)
+            .map(|(language, _)| language.clone())
+            .filter(|_| self.get(id).is_none())
+    }
+
+    /// The context with this id, a default one started on its first use; `None` if unknown.
+    async fn find(&self, agent: &Agent, id: &str) -> Option<Result<Arc<Kernel>, String>> {
+        if let Some(k) = self.get(id) {
+            return Some(Ok(k));
+        }
+        let language = self.unstarted_default(id)?;
+        Some(self.default_for(agent, &language).await)
+    }
+
+    /// Creates the default contexts of the languages this sandbox has, and starts Python's
+    /// kernel ahead of the first `run_code` (a warm kernel).
     pub fn prewarm(agent: Agent) {
+        for language in DEFAULT_LANGUAGES {
+            if kernel_available(language) {
+                agent.contexts.default_context(language);
+            }
+        }
         if !available() {
             return;
         }
@@ -177,8 +271,16 @@ impl Contexts {
         });
     }
 
-    fn remove(&self, id: &str) -> Option<Arc<Kernel>> {
-        self.kernels.lock().ok()?.remove(id)
+    /// Forgets a context; a default one is replaced by a fresh one on the next use of its
+    /// language.
+    fn remove(&self, id: &str) -> (Option<Arc<Kernel>>, bool) {
+        let was_default = self.defaults.lock().is_ok_and(|mut d| {
+            let before = d.len();
+            d.retain(|_, slot| slot.id != id);
+            d.len() != before
+        });
+        let kernel = self.kernels.lock().ok().and_then(|mut m| m.remove(id));
+        (kernel, was_default)
     }
 }
 
@@ -201,7 +303,8 @@ type Bridge = (
     mpsc::UnboundedReceiver<String>,
 );
 
-/// Starts `python3 -c BRIDGE language cwd` as the user; returns its pid and line channels.
+/// Starts `python3 -c BRIDGE language kernelspec cwd` as the user; returns its pid and line
+/// channels.
 fn spawn_bridge(
     user: &User,
     language: &str,
@@ -209,7 +312,7 @@ fn spawn_bridge(
     envs: &BTreeMap<String, String>,
 ) -> std::io::Result<Bridge> {
     let mut cmd = Command::new("python3");
-    cmd.args(["-u", "-c", BRIDGE, language, cwd])
+    cmd.args(["-u", "-c", BRIDGE, language, kernel_name(language), cwd])
         .current_dir(cwd);
     base_env(&mut cmd, user);
     cmd.envs(envs)
@@ -283,8 +386,9 @@ pub async fn execute(State(agent): State<Agent>, body: Bytes) -> Response<Body> 
         );
     }
     let kernel = match &req.context_id {
-        Some(id) => match agent.contexts.get(id) {
-            Some(k) => k,
+        Some(id) => match agent.contexts.find(&agent, id).await {
+            Some(Ok(k)) => k,
+            Some(Err(e)) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
             None => return text(StatusCode::NOT_FOUND, format!("Context {id} not found")),
         },
         None => match agent
@@ -388,6 +492,7 @@ pub async fn create_context(State(agent): State<Agent>, body: Bytes) -> Response
         .contexts
         .start(
             &agent,
+            uuid(),
             &normalize(req.language.as_deref()),
             req.cwd.as_deref(),
         )
@@ -399,17 +504,41 @@ pub async fn create_context(State(agent): State<Agent>, body: Bytes) -> Response
 }
 
 pub async fn list_contexts(State(agent): State<Agent>) -> Response<Body> {
-    let all: Vec<_> = agent
+    let mut all: Vec<_> = agent
         .contexts
         .kernels
         .lock()
         .map(|m| m.values().map(|k| describe(k)).collect())
         .unwrap_or_default();
+    // Default contexts whose kernels start on first use, with the cwd they will start in.
+    let unstarted: Vec<_> = agent
+        .contexts
+        .defaults
+        .lock()
+        .map(|d| {
+            d.iter()
+                .map(|(language, slot)| (language.clone(), slot.id.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let home = agent
+        .user(None)
+        .map(|u| u.home.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (language, id) in unstarted {
+        if agent.contexts.get(&id).is_none() {
+            all.push(serde_json::json!({"id": id, "language": language, "cwd": home}));
+        }
+    }
     json(serde_json::Value::Array(all))
 }
 
 pub async fn restart_context(State(agent): State<Agent>, Path(id): Path<String>) -> Response<Body> {
     let Some(k) = agent.contexts.get(&id) else {
+        if agent.contexts.unstarted_default(&id).is_some() {
+            // Its kernel has not started: it is as fresh as a restart would make it.
+            return json(serde_json::json!({}));
+        }
         return text(StatusCode::NOT_FOUND, format!("Context {id} not found"));
     };
     let mut lines = k.lines.lock().await;
@@ -434,8 +563,10 @@ pub async fn restart_context(State(agent): State<Agent>, Path(id): Path<String>)
 }
 
 pub async fn delete_context(State(agent): State<Agent>, Path(id): Path<String>) -> Response<Body> {
-    let Some(k) = agent.contexts.remove(&id) else {
-        return text(StatusCode::NOT_FOUND, format!("Context {id} not found"));
+    let k = match agent.contexts.remove(&id) {
+        (Some(k), _) => k,
+        (None, true) => return json(serde_json::json!({})),
+        (None, false) => return text(StatusCode::NOT_FOUND, format!("Context {id} not found")),
     };
     let _ = k.requests.send("{\"op\": \"shutdown\"}".into());
     let pgid = nix::unistd::Pid::from_raw(-(k.pid as i32));
@@ -444,4 +575,38 @@ pub async fn delete_context(State(agent): State<Agent>, Path(id): Path<String>) 
         let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
     });
     json(serde_json::json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn languages_map_to_kernels_and_default_contexts() {
+        for (sdk, language, kernel, default) in [
+            (None, "python", "python3", "python"),
+            (Some("js"), "javascript", "deno", "javascript"),
+            (Some("JavaScript"), "javascript", "deno", "javascript"),
+            (Some("ts"), "typescript", "deno", "javascript"),
+            (Some("typescript"), "typescript", "deno", "javascript"),
+            (Some("bash"), "bash", "bash", "bash"),
+            (Some("r"), "r", "r", "r"),
+        ] {
+            let l = normalize(sdk);
+            assert_eq!(l, language, "{sdk:?}");
+            assert_eq!(kernel_name(&l), kernel, "{sdk:?}");
+            assert_eq!(default_language(&l), default, "{sdk:?}");
+        }
+    }
+
+    #[test]
+    fn default_contexts_are_known_before_their_kernels_start() {
+        let c = Contexts::default();
+        let js = c.default_context("javascript").unwrap();
+        assert_eq!(c.default_context("typescript").unwrap().id, js.id);
+        assert_eq!(c.unstarted_default(&js.id).as_deref(), Some("javascript"));
+        assert!(c.remove(&js.id).1);
+        assert_eq!(c.unstarted_default(&js.id), None);
+        assert_ne!(c.default_context("javascript").unwrap().id, js.id);
+    }
 }

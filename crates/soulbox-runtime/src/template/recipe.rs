@@ -9,6 +9,11 @@ const BUILDER_VERSION: u32 = 2;
 /// IPython startup file of the code-interpreter template: chart data for matplotlib figures.
 const CHART_FORMATTER: &str = include_str!("files/e2b_chart_formatter.py");
 
+/// Jupyter kernelspec for Deno (the `deno` wheel puts the binary in /usr/local/bin), found by
+/// every user's kernels. No colours in results, no update checks over the network; the module
+/// cache is the kernel user's own (`$HOME/.cache/deno`).
+const DENO_KERNELSPEC: &str = r#"{"argv": ["/usr/local/bin/deno", "jupyter", "--kernel", "--conn", "{connection_file}"], "display_name": "Deno", "language": "typescript", "env": {"NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}}"#;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
     pub name: &'static str,
@@ -57,7 +62,7 @@ pub const RECIPES: &[Recipe] = &[
     Recipe {
         name: "code-interpreter",
         description:
-            "base plus ipykernel, numpy, pandas, matplotlib, chart extraction and a bash kernel",
+            "base plus ipykernel, numpy, pandas, matplotlib, chart extraction, a bash kernel and Deno (JavaScript, TypeScript)",
         suite: "bookworm",
         packages: COMMON,
         pip: &[
@@ -67,6 +72,7 @@ pub const RECIPES: &[Recipe] = &[
             "matplotlib",
             "e2b-charts",
             "bash_kernel",
+            "deno",
         ],
     },
 ];
@@ -128,6 +134,11 @@ impl Recipe {
         if self.pip.contains(&"bash_kernel") {
             v.push(r#"chroot "$1" python3 -m bash_kernel.install --sys-prefix >/dev/null"#.into());
         }
+        if self.pip.contains(&"deno") {
+            v.push(format!(
+                "mkdir -p \"$1/usr/local/share/jupyter/kernels/deno\" && echo '{DENO_KERNELSPEC}' > \"$1/usr/local/share/jupyter/kernels/deno/kernel.json\""
+            ));
+        }
         if self.pip.contains(&"e2b-charts") {
             v.push(format!(
                 "mkdir -p \"$1/home/user/.ipython/profile_default/startup\" && cat > \"$1/home/user/.ipython/profile_default/startup/00-e2b-charts.py\" <<'SOULBOX_EOF'\n{CHART_FORMATTER}SOULBOX_EOF\nchroot \"$1\" chown -R user:user /home/user/.ipython"
@@ -151,5 +162,17 @@ mod tests {
             Some("code-interpreter")
         );
         assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn the_deno_kernelspec_is_json_the_shell_hook_keeps_intact() {
+        let spec: serde_json::Value = serde_json::from_str(DENO_KERNELSPEC).unwrap();
+        assert_eq!(spec["argv"][0], "/usr/local/bin/deno");
+        assert!(
+            !DENO_KERNELSPEC.contains('\''),
+            "the hook quotes it with ''"
+        );
+        let hooks = find("code-interpreter").unwrap().hooks();
+        assert!(hooks.iter().any(|h| h.contains(DENO_KERNELSPEC)));
     }
 }
