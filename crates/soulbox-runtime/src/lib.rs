@@ -7,6 +7,7 @@ pub mod cgroup;
 mod fs_util;
 pub mod ids;
 pub mod jail;
+pub mod lxcfs;
 pub mod network;
 pub mod ns;
 pub mod template;
