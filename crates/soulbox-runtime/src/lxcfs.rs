@@ -226,4 +226,36 @@ mod tests {
         assert!(!is_mounted(dir.path()));
         assert!(!is_healthy(dir.path()));
     }
+
+    /// Start, reuse, stale mount, stop (root and lxcfs needed; skipped without them).
+    #[test]
+    fn an_instance_is_started_reused_replaced_when_dead_and_stopped() {
+        if !nix::unistd::geteuid().is_root() || find_program("lxcfs").is_none() {
+            eprintln!("skipped: needs root and lxcfs");
+            return;
+        }
+        let mount = PathBuf::from(format!("/run/soulbox-test-{}/lxcfs", std::process::id()));
+        let a = Lxcfs::start(&mount).expect("lxcfs starts");
+        assert!(a.is_owned() && a.is_healthy() && is_mounted(&mount));
+        let b = Lxcfs::start(&mount).expect("a running instance is reused");
+        assert!(!b.is_owned());
+        drop(b);
+        assert!(a.is_healthy(), "dropping a reused instance stopped it");
+        // A daemon that died leaves a mount that fails every read: it is replaced.
+        let mut a = a;
+        let mut child = a.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(is_mounted(&mount) && !is_healthy(&mount));
+        let c = Lxcfs::start(&mount).expect("a dead mount is replaced");
+        assert!(c.is_owned() && c.is_healthy());
+        let pid = c.child.as_ref().unwrap().id();
+        drop((a, c));
+        assert!(!is_mounted(&mount), "the mount outlived the instance");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "lxcfs still runs"
+        );
+        let _ = std::fs::remove_dir_all(mount.parent().unwrap());
+    }
 }
