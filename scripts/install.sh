@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap nftables iproute2 e2fsprogs util-linux >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap nftables iproute2 e2fsprogs util-linux lxcfs >/dev/null
 cargo build --release --workspace --locked
 install -m 0755 target/x86_64-unknown-linux-gnu/release/soulbox target/x86_64-unknown-linux-gnu/release/soulbox-agent /usr/local/bin/
 soulbox doctor

@@ -8,6 +8,7 @@ mod fs_util;
 pub mod ids;
 pub mod jail;
 pub mod layer;
+pub mod lxcfs;
 pub mod network;
 pub mod ns;
 pub mod template;

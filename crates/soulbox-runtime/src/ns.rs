@@ -11,6 +11,7 @@ use crate::agent_client::AgentClient;
 use crate::cgroup::{self, CgroupManager};
 use crate::ids::IdRanges;
 use crate::jail::{LaunchResult, LaunchSpec, UpperLayer};
+use crate::lxcfs::{self, Lxcfs};
 use crate::network::{NetworkPool, Slot};
 use crate::template::TemplateStore;
 use crate::{
@@ -66,6 +67,9 @@ pub struct RuntimeConfig {
     pub seccomp: bool,
     /// What all sandboxes together may take from the host; when creates are refused.
     pub host_limits: HostLimits,
+    /// Where the runtime mounts (or finds) its LXCFS, whose files show each sandbox its own
+    /// memory, CPUs, uptime and load; `None`: sandboxes see the host's figures.
+    pub lxcfs: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -81,6 +85,7 @@ impl RuntimeConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             seccomp: true,
             host_limits: HostLimits::default(),
+            lxcfs: Some(PathBuf::from(lxcfs::DEFAULT_MOUNT_POINT)),
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct NsBackend {
     templates: TemplateStore,
     sandboxes: Mutex<HashMap<String, Entry>>,
     admission: Admission,
+    /// SoulBox's LXCFS, if it runs (restarted when it stops answering).
+    lxcfs: Mutex<Option<Lxcfs>>,
     /// Held for the runtime's life: one runtime per data directory and host.
     _lock: std::fs::File,
 }
@@ -167,6 +174,11 @@ impl NsBackend {
         let cgroups: Arc<dyn CgroupManager> = Arc::from(cgroup::detect(&cfg.cgroup_root)?);
         let agent_layer = agent_layer(&cfg.data_dir, &cfg.agent)?;
         let admission = Admission::new(&cfg.host_limits, Arc::clone(&cgroups));
+        let lxcfs = cfg.lxcfs.as_deref().and_then(|mount| {
+            Lxcfs::start(mount)
+                .inspect_err(|e| tracing::warn!("{e}"))
+                .ok()
+        });
         let backend = NsBackend {
             templates: TemplateStore::new(&cfg.data_dir),
             ids: IdRanges::new(cfg.id_base, cfg.id_ranges),
@@ -176,6 +188,7 @@ impl NsBackend {
             net: Arc::new(NetworkPool::new(admission.limits().flows_per_sandbox)),
             admission,
             sandboxes: Mutex::new(HashMap::new()),
+            lxcfs: Mutex::new(lxcfs),
             _lock: lock,
         };
         backend.remove_leftovers();
@@ -201,6 +214,28 @@ impl NsBackend {
 
     pub fn data_dir(&self) -> &Path {
         &self.cfg.data_dir
+    }
+
+    /// The LXCFS mount point new sandboxes read their figures from, if one answers. An
+    /// instance that stopped answering is started again (once per call); one that never ran
+    /// (not installed) is not looked for again.
+    pub fn lxcfs(&self) -> Option<PathBuf> {
+        let mut l = self.lxcfs.lock().ok()?;
+        if l.as_ref()?.is_healthy() {
+            return l.as_ref().map(|l| l.mount_point().to_path_buf());
+        }
+        let mount = l.take()?.mount_point().to_path_buf();
+        tracing::warn!(mount = %mount.display(), "lxcfs stopped answering; starting it again");
+        match Lxcfs::start(&mount) {
+            Ok(new) => {
+                *l = Some(new);
+                Some(mount)
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        }
     }
 
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -315,6 +350,7 @@ impl NsBackend {
             nofile: spec.limits.nofile,
             pty_max: self.cfg.pty_max,
             seccomp: self.cfg.seccomp,
+            lxcfs: self.lxcfs(),
             init: InitSpec {
                 env_vars: spec.env_vars.clone(),
                 access_token: spec.access_token.clone(),
@@ -633,14 +669,21 @@ impl NsBackend {
         self.sandboxes.lock().ok()?.get(id).map(|e| e.info.clone())
     }
 
-    /// Kills every sandbox and removes the network slots and the firewall table: for one-shot
-    /// commands (a long-running runtime keeps its pool, and the next start clears it anyway).
+    /// Kills every sandbox, removes the network slots and the firewall table and stops the
+    /// lxcfs it started: for one-shot commands (a long-running runtime keeps its pool, and the next start clears it anyway).
     pub async fn shutdown(self: &Arc<Self>) {
         for s in self.list() {
             let _ = self.kill(&s.id).await;
         }
         let me = Arc::clone(self);
-        let _ = tokio::task::spawn_blocking(move || me.net.cleanup_stale()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            me.net.cleanup_stale();
+            // An lxcfs this runtime started stops and its mount goes (one found running stays).
+            if let Ok(mut l) = me.lxcfs.lock() {
+                l.take();
+            }
+        })
+        .await;
     }
 
     /// Default limits, for callers that do not set their own.

@@ -11,6 +11,10 @@ pub struct V1 {
     cpuacct: PathBuf,
     pids: PathBuf,
     freezer: PathBuf,
+    /// `cpuset/soulbox`, where the host has that hierarchy. A sandbox's cpuset group has
+    /// every CPU of the parent's: it limits nothing, but LXCFS reads a sandbox's CPU quota at
+    /// the path of its cpuset group.
+    cpuset: Option<PathBuf>,
 }
 
 impl V1 {
@@ -35,6 +39,13 @@ impl V1 {
             cpuacct: base("cpuacct")?,
             pids: base("pids")?,
             freezer: base("freezer")?,
+            cpuset: if root.join("cpuset").is_dir() {
+                let dir = base("cpuset")?;
+                inherit_cpuset(&dir)?;
+                Some(dir)
+            } else {
+                None
+            },
         })
     }
 
@@ -47,12 +58,26 @@ impl V1 {
             &self.pids,
             &self.freezer,
         ]
-        .iter()
+        .into_iter()
+        .chain(&self.cpuset)
         .map(|b| b.join(id))
         .collect();
+        v.sort();
         v.dedup();
         v
     }
+}
+
+/// A new v1 cpuset group has no CPUs and no memory nodes (no task may join it): give it its
+/// parent's.
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        if read(&dir.join(f))?.trim().is_empty() {
+            write(&dir.join(f), read(&parent.join(f))?.trim())?;
+        }
+    }
+    Ok(())
 }
 
 impl V1 {
@@ -104,6 +129,9 @@ impl CgroupManager for V1 {
                 path: d.clone(),
                 source,
             })?;
+        }
+        if let Some(cpuset) = &self.cpuset {
+            inherit_cpuset(&cpuset.join(id))?;
         }
         let mem = self.memory.join(id);
         write(
@@ -184,7 +212,8 @@ impl CgroupManager for V1 {
 
     fn existing(&self) -> Vec<String> {
         let mut ids: Vec<String> = [&self.memory, &self.cpu, &self.pids, &self.freezer]
-            .iter()
+            .into_iter()
+            .chain(&self.cpuset)
             .flat_map(|b| std::fs::read_dir(b).into_iter().flatten().flatten())
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned())

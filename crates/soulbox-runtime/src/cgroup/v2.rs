@@ -1,4 +1,5 @@
-//! cgroup v2: one directory, `<root>/soulbox/<id>`, with memory, cpu and pids enabled.
+//! cgroup v2: one directory, `<root>/soulbox/<id>`, with memory, cpu and pids enabled (and
+//! cpuset where the host has it).
 
 use super::*;
 
@@ -19,6 +20,12 @@ impl V2 {
         // Controllers must be enabled at each level down to our subtree.
         for dir in [root, base.as_path()] {
             write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
+            // LXCFS reads a sandbox's CPUs from `cpuset.cpus.effective` (all of them: the
+            // controller limits nothing unless told to). Best effort: not every host has it.
+            let controllers = read(&dir.join("cgroup.controllers")).unwrap_or_default();
+            if controllers.split_whitespace().any(|c| c == "cpuset") {
+                let _ = write(&dir.join("cgroup.subtree_control"), "+cpuset");
+            }
         }
         Ok(V2 { base })
     }

@@ -6,7 +6,7 @@
 //!    overlay root, `/dev`, `/sys`; the agent's listening socket at a host-only path;
 //! 4. enter the user namespace and clone the init into new mount, pid, uts, ipc and cgroup
 //!    namespaces;
-//! 5. the init mounts `/proc` and devpts, pivots into the root, drops privileges, closes every
+//! 5. the init mounts `/proc` (LXCFS's files over the host-wide ones) and devpts, pivots into the root, drops privileges, closes every
 //!    descriptor it does not pass, installs seccomp and execs the agent, which reads its init
 //!    spec from fd 3 and accepts on fd 4.
 //!
@@ -186,7 +186,7 @@ fn init(spec: &LaunchSpec, filters: &[seccompiler::BpfProgram], fds: InitFds) ->
     nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::sethostname(&spec.id).map_err(|e| format!("sethostname: {e}"))?;
-    mounts::finish_root(spec.pty_max)?;
+    mounts::finish_root(spec.pty_max, spec.lxcfs.as_deref())?;
 
     let nofile = nix::sys::resource::Resource::RLIMIT_NOFILE;
     // Raising past the inherited hard limit needs CAP_SYS_RESOURCE on the host: never exceed it.

@@ -162,6 +162,15 @@ pub fn prepare_root(spec: &LaunchSpec, userns: &OwnedFd) -> Result<()> {
             mnt(Some("tmpfs"), &p, Some("tmpfs"), ro, Some("size=0"))?;
         }
     }
+    // Made here, as real root, these binds are locked in the sandbox's namespaces.
+    if let Some(lxcfs) = &spec.lxcfs {
+        for f in crate::lxcfs::SYS_FILES {
+            let p = sys.join(f);
+            if p.is_file() {
+                bind(&lxcfs.join("sys").join(f), &p, ro)?;
+            }
+        }
+    }
     mount_point(&root, "proc")?;
     // The init starts here: it cannot walk the host path to the root.
     ctx(nix::unistd::chdir(&root), || "chdir root".into())?;
@@ -275,14 +284,19 @@ const PROC_MASKED: &[&str] = &[
     "scsi",
     "kallsyms",
     "cmdline",
+    // The host's block devices and their I/O (LXCFS's view of diskstats is the host's on
+    // kernels without the CFQ-era blkio statistics, so it is not used).
+    "diskstats",
+    "partitions",
 ];
 /// Paths of /proc made read-only.
 const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 /// In the sandbox's namespaces, with the root as working directory (its host path is not
 /// reachable from here: the sandbox's directory is private to host root): `/proc` for its pid
-/// namespace, a private devpts, then pivot_root into the root and drop the old one.
-pub fn finish_root(pty_max: u32) -> Result<()> {
+/// namespace with LXCFS's files over the host-wide ones, a private devpts, then pivot_root
+/// into the root and drop the old one.
+pub fn finish_root(pty_max: u32, lxcfs: Option<&Path>) -> Result<()> {
     // Mounts inherited from the launcher are locked in this less privileged namespace, and
     // pivot_root refuses a locked new root: stack a fresh copy of the root onto itself, and
     // step onto it through the copy's descriptor.
@@ -312,6 +326,18 @@ pub fn finish_root(pty_max: u32) -> Result<()> {
         let p = proc_.join(r);
         if p.exists() {
             bind(&p, &p, nse | MsFlags::MS_RDONLY)?;
+        }
+    }
+    // The sandbox's own figures, from the host's LXCFS mount (still reachable by its host
+    // path until the pivot below). Like the masks, these binds hold because sandbox root has
+    // no CAP_SYS_ADMIN and seccomp refuses mount and umount.
+    if let Some(lxcfs) = lxcfs {
+        for f in crate::lxcfs::PROC_FILES {
+            bind(
+                &lxcfs.join("proc").join(f),
+                &proc_.join(f),
+                nse | MsFlags::MS_RDONLY,
+            )?;
         }
     }
     // `max` bounds this sandbox's terminals: the host's pool (kernel.pty.max) is shared.

@@ -29,6 +29,9 @@ pub struct LaunchSpec {
     /// Pseudo-terminals the sandbox may hold at once (its devpts instance's `max`).
     pub pty_max: u32,
     pub seccomp: bool,
+    /// A mounted LXCFS whose `proc/…` and `sys/…` files are bound over the sandbox's own
+    /// ([`crate::lxcfs::PROC_FILES`], [`crate::lxcfs::SYS_FILES`]); `None`: the host's figures.
+    pub lxcfs: Option<PathBuf>,
     /// Handed to the agent over a pipe on fd 3.
     pub init: InitSpec,
 }

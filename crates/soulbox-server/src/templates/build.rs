@@ -615,7 +615,7 @@ impl Lines {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    tokio::task::spawn_blocking(move || f())
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())

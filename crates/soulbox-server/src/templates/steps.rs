@@ -171,10 +171,8 @@ pub fn absolute(path: &str, workdir: Option<&str>) -> Result<PathBuf, String> {
     for c in joined.components() {
         match c {
             std::path::Component::Normal(n) => out.push(n),
-            std::path::Component::ParentDir => {
-                if !out.pop() {
-                    return Err(format!("'{path}' climbs above /"));
-                }
+            std::path::Component::ParentDir if !out.pop() => {
+                return Err(format!("'{path}' climbs above /"));
             }
             _ => {}
         }

@@ -60,6 +60,33 @@ fn has_capability(bit: u32) -> bool {
         .is_some_and(|caps| caps & (1 << bit) != 0)
 }
 
+/// LXCFS shows each sandbox its own memory, CPUs, uptime and load; without it sandboxes still
+/// run, with the host's figures.
+fn lxcfs_check() -> Check {
+    use soulbox_runtime::lxcfs;
+    let fix = "apt-get install lxcfs (without it sandboxes see the host's memory, CPUs and uptime)";
+    let Some(program) = lxcfs::find_program("lxcfs") else {
+        return warn_if("lxcfs", false, "not installed", fix);
+    };
+    if !Path::new("/dev/fuse").exists() {
+        return warn_if("lxcfs", false, "no /dev/fuse", "modprobe fuse");
+    }
+    let mount = Path::new(lxcfs::DEFAULT_MOUNT_POINT);
+    let state = if !lxcfs::is_mounted(mount) {
+        "the runtime mounts it when it starts".to_string()
+    } else if lxcfs::is_healthy(mount) {
+        "mounted and answering".to_string()
+    } else {
+        "mounted but not answering (the runtime mounts it anew when it starts)".to_string()
+    };
+    warn_if(
+        "lxcfs",
+        true,
+        format!("{}: {state} at {}", program.display(), mount.display()),
+        fix,
+    )
+}
+
 pub fn run(ctx: &Context) -> anyhow::Result<()> {
     let mut checks = vec![];
     let root = nix::unistd::geteuid().is_root();
@@ -155,6 +182,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
         mmdebstrap.unwrap_or_else(|| "not found".into()),
         "apt-get install mmdebstrap (builds templates from Debian packages)",
     ));
+    checks.push(lxcfs_check());
     let agent = ctx.agent_path()?;
     let agent_ok = agent.is_file();
     checks.push(check(
