@@ -16,3 +16,4 @@ unset E2B_DEBUG E2B_DOMAIN
 .venv-2.63.0/bin/python bench_sdk.py
 .venv-interpreter/bin/python bench_interpreter.py
 .venv-2.63.0/bin/python bench_cli.py "$bin"
+.venv-2.63.0/bin/python bench_templates.py

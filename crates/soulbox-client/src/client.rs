@@ -191,7 +191,7 @@ impl Client {
         }
     }
 
-    fn endpoint(&self, path: &str) -> String {
+    pub(crate) fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.inner.url)
     }
 

@@ -43,6 +43,7 @@ mod error;
 mod files;
 mod pty;
 mod sandbox;
+mod templates;
 
 pub use client::{Client, Config, CreateOptions, ListOptions, SandboxInfo};
 pub use commands::{
@@ -54,3 +55,4 @@ pub use pty::{Pty, PtyEvent, PtyHandle, PtyInput, PtyOptions};
 pub use sandbox::Sandbox;
 pub use soulbox_protocol::filesystem::FilesystemEvent;
 pub use soulbox_protocol::process::{ProcessInfo, Signal};
+pub use templates::{BuildTicket, FileLink};

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub build_concurrency: usize,
     /// Longest a template build may take.
     pub build_timeout: std::time::Duration,
+    /// Disk of a build step's sandbox, in MiB; also the most a COPY's files may unpack to.
+    pub build_disk_mb: u64,
     /// Registry host → mirror host that image pulls use instead.
     pub registry_mirrors: std::collections::HashMap<String, String>,
     /// Registries spoken to over plain HTTP.
@@ -72,6 +74,7 @@ impl ServerConfig {
             warm_pool: Default::default(),
             build_concurrency: 2,
             build_timeout: std::time::Duration::from_secs(3600),
+            build_disk_mb: 10 << 10,
             registry_mirrors: Default::default(),
             insecure_registries: vec![],
         }

@@ -45,8 +45,7 @@ enum Command {
     /// Check that this host can run SoulBox, and say how to fix what is missing.
     Doctor,
     /// Build and list templates.
-    #[command(subcommand)]
-    Template(cmd::template::TemplateCmd),
+    Template(cmd::template::TemplateArgs),
     /// Run one command in a fresh sandbox and remove it afterwards.
     Run(cmd::run::RunArgs),
     /// Measure sandbox start, exec and memory, side by side with crun and a bare unshare.
@@ -104,7 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => cmd::serve::serve(&ctx, a).await,
         Command::Keys(c) => cmd::serve::keys(&ctx, c).await,
         Command::Doctor => cmd::doctor::run(&ctx),
-        Command::Template(c) => cmd::template::run(&ctx, c),
+        Command::Template(c) => cmd::template::run(&ctx, c).await,
         Command::Run(a) => cmd::run::run(&ctx, a).await,
         Command::Bench(a) => cmd::bench::run(&ctx, a).await,
         Command::Sandbox(a) => cmd::sandbox::run(a).await,

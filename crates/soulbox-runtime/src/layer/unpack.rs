@@ -80,6 +80,12 @@ fn clean_entry_path(p: &Path, opts: &UnpackOptions) -> Option<PathBuf> {
     }
 }
 
+/// Checks an archive as [`unpack`] would (names, sizes, entry count, devices) without
+/// writing anything.
+pub fn check(archive: impl Read, opts: &UnpackOptions) -> Result<Unpacked, String> {
+    unpack(archive, Path::new("/nonexistent"), opts, &|_, _| None)
+}
+
 /// Unpacks `archive` into `dest`. `place` maps an entry's (clean, relative) path and whether
 /// it is a directory to where it goes under `dest` (relative), or `None` to skip it.
 pub fn unpack(

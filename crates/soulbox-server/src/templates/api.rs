@@ -205,6 +205,26 @@ async fn upload(
         f.sync_all()
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // A hostile archive (a path out of the layer, a tar bomb, a device) is refused here,
+        // not found out in the middle of a build.
+        let path = tmp.clone();
+        let opts = soulbox_runtime::layer::unpack::UnpackOptions {
+            max_bytes: st.cfg.build_disk_mb << 20,
+            ..Default::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            soulbox_runtime::layer::unpack::check(f, &opts)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            if e.contains("more than") {
+                ApiError::PayloadTooLarge(format!("the uploaded archive is refused: {e}"))
+            } else {
+                ApiError::BadRequest(format!("the uploaded archive is refused: {e}"))
+            }
+        })?;
         tokio::fs::rename(&tmp, dir.join(&want))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))
@@ -226,7 +246,22 @@ async fn start_build(
     let t = own(&st, &team, &id).await?;
     let req: StartRequest = parse(&body)?;
     // Bad steps are the caller's error, answered now rather than as a failed build.
-    steps::parse(req.steps.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
+    let parsed =
+        steps::parse(req.steps.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
+    let files = super::build::files_dir(&st, &team);
+    for (i, (step, _)) in parsed.iter().enumerate() {
+        if let steps::Step::Copy {
+            src, files_hash, ..
+        } = step
+        {
+            if !files.join(files_hash.to_lowercase()).is_file() {
+                return Err(ApiError::BadRequest(format!(
+                    "step {} (COPY {src}): its files were not uploaded (filesHash {files_hash})",
+                    i + 1
+                )));
+            }
+        }
+    }
     let b = st
         .store
         .build(&t.id, &build)
@@ -554,12 +589,17 @@ pub async fn start_sandbox(
         writable_layer: None,
     };
     let info = st.backend.create(spec).await?;
+    // A caller that goes away while the start command comes up takes the sandbox with it.
+    let mut guard = super::build::KillOnDrop {
+        backend: Arc::clone(&st.backend),
+        id: Some(info.id.clone()),
+    };
     if let Some(cmd) = &image.start_cmd {
-        if let Err(e) = start_and_wait(&info, &token, image, cmd).await {
-            let _ = st.backend.kill(&info.id).await;
-            return Err(ApiError::Internal(e));
-        }
+        start_and_wait(&info, &token, image, cmd)
+            .await
+            .map_err(ApiError::Internal)?;
     }
+    guard.id = None;
     Ok(info)
 }
 

@@ -242,7 +242,7 @@ async fn build(
                 if layers.exists(&id) && !force {
                     log.line("info", Some(&label), "CACHED");
                 } else {
-                    let archive = files_dir(st, &t.team_id).join(files_hash);
+                    let archive = files_dir(st, &t.team_id).join(files_hash.to_lowercase());
                     if !archive.is_file() {
                         return Err(fail(format!(
                             "the files of COPY {src} were not uploaded (filesHash {files_hash})"
@@ -259,6 +259,7 @@ async fn build(
                     let made_by = step.describe();
                     let mode = *mode;
                     let layers2 = layers.clone();
+                    let max_copy = st.cfg.build_disk_mb << 20;
                     let unpacked = blocking(move || {
                         layers2
                             .create(&id2, parent2.as_ref(), &made_by, force, |root| {
@@ -266,6 +267,7 @@ async fn build(
                                 let opts = UnpackOptions {
                                     owner: Some(owner.unwrap_or((0, 0))),
                                     mode,
+                                    max_bytes: max_copy,
                                     ..Default::default()
                                 };
                                 // Directories on the way keep the owners and modes they have
@@ -494,7 +496,7 @@ async fn run_step(
         limits: Limits {
             cpu_millis: (b.cpu_count.max(1) as u64) * 1000,
             memory_bytes: (b.memory_mb.max(128) as u64) << 20,
-            disk_bytes: (t.disk_mb.max(1024) as u64) << 20,
+            disk_bytes: st.cfg.build_disk_mb.max(64) << 20,
             ..Limits::default()
         },
         internet: true,
@@ -512,6 +514,11 @@ async fn run_step(
         .create(spec)
         .await
         .map_err(|e| format!("starting the build sandbox: {e}"))?;
+    // A build that is cancelled (its timeout) or fails takes its sandbox with it.
+    let mut guard = KillOnDrop {
+        backend: Arc::clone(&st.backend),
+        id: Some(info.id.clone()),
+    };
     let result = async {
         let mut c = AgentClient::connect(&info.socket, Some(token))
             .await
@@ -537,6 +544,7 @@ async fn run_step(
         Ok(())
     }
     .await;
+    guard.id = None;
     if let Err(e) = result {
         let _ = st.backend.kill(&info.id).await;
         return Err(e);
@@ -563,6 +571,23 @@ async fn run_step(
             })
     })
     .await
+}
+
+/// Kills a build sandbox when dropped, unless disarmed (`id` taken).
+pub(crate) struct KillOnDrop {
+    pub(crate) backend: Arc<soulbox_runtime::ns::NsBackend>,
+    pub(crate) id: Option<String>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let backend = Arc::clone(&self.backend);
+            tokio::spawn(async move {
+                let _ = backend.kill(&id).await;
+            });
+        }
+    }
 }
 
 /// Output split into lines for the build log.

@@ -58,57 +58,27 @@ impl Store {
         memory_mb: i64,
         disk_mb: i64,
     ) -> Result<(TemplateRecord, BuildRecord)> {
-        let mut tx = self.pool().begin().await?;
+        // One statement, no read-then-write transaction: concurrent writers (build logs) make
+        // such a transaction fail with SQLITE_BUSY_SNAPSHOT.
         let now = now();
-        let existing = sqlx::query("SELECT * FROM templates WHERE team_id = ? AND name = ?")
-            .bind(team_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let t = match existing {
-            Some(r) => {
-                sqlx::query("UPDATE templates SET cpu_count = ?, memory_mb = ?, disk_mb = ?, updated_at = ? WHERE id = ?")
-                    .bind(cpu_count)
-                    .bind(memory_mb)
-                    .bind(disk_mb)
-                    .bind(&now)
-                    .bind(r.get::<String, _>("id"))
-                    .execute(&mut *tx)
-                    .await?;
-                TemplateRecord {
-                    cpu_count,
-                    memory_mb,
-                    disk_mb,
-                    updated_at: now.clone(),
-                    ..template_row(&r)
-                }
-            }
-            None => {
-                let t = TemplateRecord {
-                    id: super::new_id(),
-                    team_id: team_id.into(),
-                    name: name.into(),
-                    public: false,
-                    cpu_count,
-                    memory_mb,
-                    disk_mb,
-                    created_at: now.clone(),
-                    updated_at: now.clone(),
-                };
-                sqlx::query("INSERT INTO templates (id, team_id, name, public, cpu_count, memory_mb, disk_mb, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)")
-                    .bind(&t.id)
-                    .bind(team_id)
-                    .bind(name)
-                    .bind(cpu_count)
-                    .bind(memory_mb)
-                    .bind(disk_mb)
-                    .bind(&now)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
-                t
-            }
-        };
+        let row = sqlx::query(
+            "INSERT INTO templates (id, team_id, name, public, cpu_count, memory_mb, disk_mb, created_at, updated_at)
+             VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)
+             ON CONFLICT (team_id, name) DO UPDATE SET cpu_count = excluded.cpu_count,
+               memory_mb = excluded.memory_mb, disk_mb = excluded.disk_mb, updated_at = excluded.updated_at
+             RETURNING *",
+        )
+        .bind(super::new_id())
+        .bind(team_id)
+        .bind(name)
+        .bind(cpu_count)
+        .bind(memory_mb)
+        .bind(disk_mb)
+        .bind(&now)
+        .bind(&now)
+        .fetch_one(self.pool())
+        .await?;
+        let t = template_row(&row);
         let b = BuildRecord {
             id: uuid_like(),
             template_id: t.id.clone(),
@@ -129,9 +99,8 @@ impl Store {
             .bind(cpu_count)
             .bind(memory_mb)
             .bind(&now)
-            .execute(&mut *tx)
+            .execute(self.pool())
             .await?;
-        tx.commit().await?;
         Ok((t, b))
     }
 

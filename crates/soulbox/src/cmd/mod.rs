@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod connect;
+mod dockerfile;
 pub mod doctor;
 pub mod exec;
 pub mod files;
@@ -10,6 +11,7 @@ pub mod run;
 pub mod sandbox;
 pub mod serve;
 pub mod template;
+mod template_build;
 
 use anyhow::Context as _;
 use soulbox_runtime::ns::{NsBackend, RuntimeConfig, WritableLayer};

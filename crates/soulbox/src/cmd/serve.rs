@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Template builds run at once; more wait their turn.
     #[arg(long, env = "SOULBOX_BUILD_CONCURRENCY", default_value_t = 2)]
     build_concurrency: usize,
+    /// Disk of a build step's sandbox, in MiB (also the most one COPY may unpack to).
+    #[arg(long, env = "SOULBOX_BUILD_DISK_MB", default_value_t = 10240)]
+    build_disk_mb: u64,
     /// Longest a template build may take, in seconds.
     #[arg(long, env = "SOULBOX_BUILD_TIMEOUT", default_value_t = 3600)]
     build_timeout: u64,
@@ -142,6 +145,7 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
         insecure_registries: a.insecure_registry,
         build_concurrency: a.build_concurrency,
         build_timeout: std::time::Duration::from_secs(a.build_timeout),
+        build_disk_mb: a.build_disk_mb,
         ..soulbox_server::ServerConfig::new(a.listen)
     };
     let stop = async {

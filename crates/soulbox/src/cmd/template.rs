@@ -1,27 +1,76 @@
-//! `soulbox template build|list`.
+//! `soulbox template build|list|info|rm|logs`: the built-in templates on this host, and a
+//! server's custom templates (`build -f Dockerfile`, through E2B's template API).
 
+use super::remote::RemoteArgs;
 use super::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use soulbox_runtime::template::{TemplateStore, RECIPES};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct TemplateArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(subcommand)]
+    cmd: TemplateCmd,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum TemplateCmd {
-    /// Build templates (all of them if none is named). Cached builds are reused unless --force.
+    /// Build the built-in templates on this host (all of them if none is named; cached unless
+    /// --force), or, with -f, a custom template from a Dockerfile on the server.
     Build {
         names: Vec<String>,
         #[arg(long)]
         force: bool,
+        /// A Dockerfile: build it on the server (`--url`, `SOULBOX_URL`) as --name.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// NAME[:TAG] of the custom template.
+        #[arg(long)]
+        name: Option<String>,
+        /// Directory COPY sources are relative to [default: the Dockerfile's].
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// vCPUs of the build and of the template's sandboxes.
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// Memory in MiB of the build and of the template's sandboxes.
+        #[arg(long)]
+        memory: Option<u32>,
     },
-    /// List templates and whether they are built.
+    /// List the built-in templates here, and the server's custom ones when a key is set.
     List,
+    /// A custom template: its builds, layers (sizes) and tags.
+    Info { name: String },
+    /// Delete a custom template (its layers no other template uses are freed).
+    Rm { name: String },
+    /// The log of a custom template's latest build.
+    Logs { name: String },
 }
 
-pub fn run(ctx: &Context, cmd: TemplateCmd) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, a: TemplateArgs) -> anyhow::Result<()> {
     let store = TemplateStore::new(&ctx.data_dir);
-    match cmd {
+    match a.cmd {
+        TemplateCmd::Build {
+            file: Some(file),
+            name,
+            context,
+            cpu,
+            memory,
+            force,
+            ..
+        } => {
+            let name =
+                name.ok_or_else(|| anyhow::anyhow!("--name NAME[:TAG] is required with -f"))?;
+            super::template_build::build(&a.remote, &file, &name, context, cpu, memory, force).await
+        }
+        TemplateCmd::Info { name } => super::template_build::info(&a.remote, &name).await,
+        TemplateCmd::Rm { name } => super::template_build::remove(&a.remote, &name).await,
+        TemplateCmd::Logs { name } => super::template_build::logs(&a.remote, &name).await,
         TemplateCmd::List => {
             println!("{:<18} {:<8} DESCRIPTION", "NAME", "BUILT");
             for (r, built) in store.list() {
@@ -32,9 +81,9 @@ pub fn run(ctx: &Context, cmd: TemplateCmd) -> anyhow::Result<()> {
                     r.description
                 );
             }
-            Ok(())
+            super::template_build::list(&a.remote).await
         }
-        TemplateCmd::Build { names, force } => {
+        TemplateCmd::Build { names, force, .. } => {
             let names: Vec<String> = if names.is_empty() {
                 RECIPES.iter().map(|r| r.name.to_string()).collect()
             } else {
