@@ -122,6 +122,13 @@ impl Recipe {
             // E2B's templates: `user` runs anything as root without a password.
             v.push(r#"echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' > "$1/etc/sudoers.d/user" && chmod 0440 "$1/etc/sudoers.d/user""#.into());
         }
+        if self.packages.contains(&"python3-pip") {
+            // E2B's templates let `pip install` work as is (the SDK's `pip_install` runs it as
+            // `user`): Debian's "externally managed" guard is lifted, packages go to ~/.local.
+            v.push(
+                r#"printf '[global]\nbreak-system-packages = true\n' > "$1/etc/pip.conf""#.into(),
+            );
+        }
         if self.packages.contains(&"locales") {
             v.push(r#"echo 'en_US.UTF-8 UTF-8' > "$1/etc/locale.gen" && chroot "$1" locale-gen >/dev/null"#.into());
         }

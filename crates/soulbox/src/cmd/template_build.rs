@@ -36,7 +36,32 @@ pub async fn build(
     };
     let client = remote.client()?;
     let mut archives: HashMap<String, Vec<u8>> = HashMap::new();
-    let steps = dockerfile::api_steps(&parsed.steps, &mut |src, dest| {
+    let from_template =
+        BUILTIN.contains(&parsed.from.as_str()) || client.template(&parsed.from).await.is_ok();
+    // Docker's defaults while the steps run (root, /); then, as E2B's Dockerfile builds do,
+    // E2B's `user` and /home/user for a template base, unless the Dockerfile chose.
+    let mut all = vec![
+        dockerfile::Step::User("root".into()),
+        dockerfile::Step::Workdir("/".into()),
+    ];
+    all.extend(parsed.steps.iter().cloned());
+    if from_template {
+        if !parsed
+            .steps
+            .iter()
+            .any(|s| matches!(s, dockerfile::Step::User(_)))
+        {
+            all.push(dockerfile::Step::User("user".into()));
+        }
+        if !parsed
+            .steps
+            .iter()
+            .any(|s| matches!(s, dockerfile::Step::Workdir(_)))
+        {
+            all.push(dockerfile::Step::Workdir("/home/user".into()));
+        }
+    }
+    let steps = dockerfile::api_steps(&all, &mut |src, dest| {
         let (hash, archive) = pack(&context, src, dest)?;
         archives.insert(hash.clone(), archive);
         Ok(hash)
