@@ -333,7 +333,10 @@ async fn bad_input_gets_a_clear_4xx() {
     .await;
     assert!(s == 400 && t.contains("were not uploaded"), "{s} {t}");
 
-    // Uploads: no token, a path out of the layer, a tar bomb.
+    // Uploads: no token, a path out of the layer, a tar bomb. (Files an earlier run left
+    // under other teams' directories do not count.)
+    let files = common::backend().data_dir().join("build-files");
+    let before = walk_files(&files);
     let (s, _) = http(
         server().await,
         "PUT",
@@ -360,9 +363,9 @@ async fn bad_input_gets_a_clear_4xx() {
     assert!(bomb.len() < 2 << 20, "the bomb is small: {}", bomb.len());
     let (s, t) = upload(&tid, &hash, &bomb).await;
     assert!(s == 413 && t.contains("more than"), "{s} {t}");
-    let files = common::backend().data_dir().join("build-files");
     let kept: Vec<_> = walk_files(&files)
         .into_iter()
+        .filter(|p| !before.contains(p))
         .filter(|p| {
             p.file_name().is_some_and(|n| {
                 n.to_string_lossy().contains(&hash) || n.to_string_lossy().starts_with(".upload-")
@@ -419,4 +422,80 @@ async fn another_team_sees_nothing_of_a_template() {
     assert_eq!(s, 201, "{t}");
     let id = v["sandboxID"].as_str().unwrap().to_string();
     let _ = call(KEY, "DELETE", &format!("/sandboxes/{id}"), &Value::Null).await;
+}
+
+/// The layer ids of a template's latest build, bottom first.
+async fn layers_of(tid: &str) -> Vec<String> {
+    let (s, v, t) = call(KEY, "GET", &format!("/templates/{tid}"), &Value::Null).await;
+    assert_eq!(s, 200, "{t}");
+    v["builds"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_share_layers_and_deleting_frees_only_unused_ones() {
+    let _turn = turn().await;
+    let shared = run(&format!("echo {} > /shared", soulbox_runtime::ns::new_id()));
+    let a = build(
+        &unique("share-a"),
+        json!({"fromTemplate": "tiny", "steps": [shared, run("echo a > /a")]}),
+    )
+    .await;
+    assert_eq!(a["status"], "ready", "{a}");
+    // The same first step on the same base, without force: found, not made again.
+    let (tid, bid) = request(&unique("share-b")).await;
+    let start = json!({"fromTemplate": "tiny", "steps": [shared, run("echo b > /b")]});
+    let (s, _, t) = call(
+        KEY,
+        "POST",
+        &format!("/v2/templates/{tid}/builds/{bid}"),
+        &start,
+    )
+    .await;
+    assert_eq!(s, 202, "{t}");
+    let b = wait(&tid, &bid).await;
+    assert_eq!(b["status"], "ready", "{b}");
+    assert!(log_text(&b).contains("CACHED"), "{}", log_text(&b));
+    let (la, lb) = (
+        layers_of(a["templateID"].as_str().unwrap()).await,
+        layers_of(&tid).await,
+    );
+    assert_eq!(la.len(), 3, "tiny + two steps: {la:?}");
+    assert_eq!(
+        la[..2],
+        lb[..2],
+        "the base and the shared step are the same layers"
+    );
+    assert_ne!(la[2], lb[2]);
+    let store = common::backend().templates().layers().clone();
+    let exists = |id: &str| store.exists(&soulbox_runtime::layer::LayerId::parse(id).unwrap());
+    // Deleting A frees only A's own layer; B keeps the shared one.
+    let (s, _, t) = call(
+        KEY,
+        "DELETE",
+        &format!("/templates/{}", a["templateID"].as_str().unwrap()),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(s, 204, "{t}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(&la[2]) {
+        assert!(Instant::now() < deadline, "A's own layer was not freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        exists(&la[0]) && exists(&la[1]) && exists(&lb[2]),
+        "B's layers were freed"
+    );
+    let (s, _, _) = call(KEY, "DELETE", &format!("/templates/{tid}"), &Value::Null).await;
+    assert_eq!(s, 204);
+    while exists(&lb[1]) || exists(&lb[2]) {
+        assert!(Instant::now() < deadline, "B's layers were not freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exists(&la[0]), "the built-in template's layer stays");
 }

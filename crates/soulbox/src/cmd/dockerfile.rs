@@ -277,10 +277,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.from, "base");
-        assert_eq!(
-            p.steps[0],
-            Step::Run("apt-get update &&      echo 3".into())
-        );
+        assert_eq!(p.steps[0], Step::Run("apt-get update &&  echo 3".into()));
         assert!(
             matches!(&p.steps[1], Step::Copy { srcs, chown: Some(c), .. } if srcs == &["app/"] && c == "user:user")
         );
