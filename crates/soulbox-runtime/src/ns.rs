@@ -192,6 +192,7 @@ impl NsBackend {
             _lock: lock,
         };
         backend.remove_leftovers();
+        backend.templates.layers().remove_interrupted();
         backend.admission.apply_totals()?;
         Ok(backend)
     }

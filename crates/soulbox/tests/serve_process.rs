@@ -45,16 +45,18 @@ fn a_data_dir_under_a_private_parent_works() {
     let parent = tempfile::tempdir().unwrap();
     std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let data = parent.path().join("data");
-    // The tiny template, hard-linked from the test data directory (built before the tests).
-    let src = test_data_dir().join("templates");
+    // The built templates (their layers), hard-linked from the test data directory (built
+    // before the tests), so the child does not build tiny again.
     std::fs::create_dir_all(&data).unwrap();
-    let st = Command::new("cp")
-        .arg("-al")
-        .arg(&src)
-        .arg(data.join("templates"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "copying the templates");
+    for d in ["templates", "layers"] {
+        let st = Command::new("cp")
+            .arg("-al")
+            .arg(test_data_dir().join(d))
+            .arg(data.join(d))
+            .status()
+            .unwrap();
+        assert!(st.success(), "copying {d}");
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_soulbox"))
         .args(["run", "-t", "tiny", "--", "id -un; echo started"])
         .env("SOULBOX_DATA_DIR", &data)

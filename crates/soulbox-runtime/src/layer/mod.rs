@@ -239,6 +239,21 @@ impl LayerStore {
         freed
     }
 
+    /// Removes what writers that died (a crash, a kill mid-build) left half-made.
+    pub fn remove_interrupted(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (name.starts_with(".new-") || name.starts_with(".old-")) && !self.writer_alive(&name)
+            {
+                tracing::info!(entry = %name, "removing a half-made layer");
+                remove_tree(&e.path());
+            }
+        }
+    }
+
     /// An interrupted write's directory names its writer's pid.
     fn writer_alive(&self, name: &str) -> bool {
         name.rsplit('-')

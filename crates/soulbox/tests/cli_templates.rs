@@ -1,0 +1,97 @@
+//! `soulbox template build -f Dockerfile` and `template info|rm` against a real `soulbox serve`
+//! (its own binary: the CLI tests of tests/cli.rs measure their children's memory).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn soulbox(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_soulbox"));
+    c.env("SOULBOX_URL", format!("http://{}", common::serve()))
+        .env("SOULBOX_API_KEY", common::KEY)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("SOULBOX_CONFIG");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("soulbox runs")
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn template_build_from_a_dockerfile() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let name = format!("cli-{}", &soulbox_runtime::ns::new_id()[..8]);
+    std::fs::create_dir(ctx.path().join("site")).unwrap();
+    std::fs::write(ctx.path().join("site/index.txt"), format!("{name}\n")).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM tiny\nARG GREETING=hi\nENV GREETING=${GREETING}\n\
+         RUN mkdir -p /srv && echo built > /srv/built\nCOPY site /srv/site\nWORKDIR /srv\n",
+    )
+    .unwrap();
+    // COPY keeps the files' modes: make them what a user's checkout has, whatever umask this
+    // test process has by now (the runtime makes its own private).
+    use std::os::unix::fs::PermissionsExt;
+    for (p, m) in [("site", 0o755), ("site/index.txt", 0o644)] {
+        std::fs::set_permissions(ctx.path().join(p), std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let dockerfile = ctx.path().join("Dockerfile");
+    let out = run(soulbox(h)
+        .args(["template", "build", "-f"])
+        .arg(&dockerfile)
+        .args(["--name", &name]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("RUN mkdir -p /srv"),
+        "the log is shown live: {err}"
+    );
+    let id = ok(soulbox(h).args(["sandbox", "create", &name, "--timeout", "120"]))
+        .trim()
+        .to_string();
+    let got = ok(soulbox(h).args([
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "cat built site/index.txt; echo $GREETING; pwd",
+    ]));
+    assert_eq!(got, format!("built\n{name}\nhi\n/srv\n"));
+    ok(soulbox(h).args(["sandbox", "kill", &id]));
+    let info = ok(soulbox(h).args(["template", "info", &name]));
+    assert!(info.contains("RUN mkdir -p /srv"), "{info}");
+    // An unsupported instruction names its line, before anything is sent.
+    std::fs::write(&dockerfile, "FROM tiny\nRUN true\nONBUILD RUN x\n").unwrap();
+    let out = run(soulbox(h)
+        .args(["template", "build", "-f"])
+        .arg(&dockerfile)
+        .args(["--name", &name]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("line 3: ONBUILD is not supported"),
+        "{err}"
+    );
+    ok(soulbox(h).args(["template", "rm", &name]));
+    let out = run(soulbox(h).args(["template", "info", &name]));
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("no custom template")
+    );
+}
