@@ -325,8 +325,10 @@ print(\"held\", len(held), failed)'",
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    // nf_conncount counts confirmed flows and collects closed ones lazily: a flow whose entry
+    // is confirmed just after the next one is counted can slip by, so the cap holds to ±1.
     assert!(
-        (FLOWS / 2..=FLOWS).contains(&held),
+        (FLOWS / 2..=FLOWS + 1).contains(&held),
         "{held} flows held under a cap of {FLOWS}: {s}"
     );
     assert!(s.contains("ECONNREFUSED"), "beyond the cap: {s}");

@@ -499,3 +499,57 @@ async fn templates_share_layers_and_deleting_frees_only_unused_ones() {
     }
     assert!(exists(&la[0]), "the built-in template's layer stays");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_public_template_is_started_by_every_team_and_changed_only_by_its_own() {
+    let _turn = turn().await;
+    let name = unique("public");
+    let v = build(
+        &name,
+        json!({"fromTemplate": "tiny", "steps": [run("echo shared > /shared")]}),
+    )
+    .await;
+    assert_eq!(v["status"], "ready", "{v}");
+    let tid = v["templateID"].as_str().unwrap().to_string();
+    let create = json!({"templateID": name});
+    let (s, _, t) = call(OTHER_KEY, "POST", "/v2/sandboxes", &create).await;
+    assert!((400..500).contains(&s), "private: {s} {t}");
+    // Only its team may make it public.
+    let (s, _, _) = call(
+        OTHER_KEY,
+        "PATCH",
+        &format!("/templates/{tid}"),
+        &json!({"public": true}),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _, t) = call(
+        KEY,
+        "PATCH",
+        &format!("/templates/{tid}"),
+        &json!({"public": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{t}");
+    let (s, v, t) = call(OTHER_KEY, "POST", "/v2/sandboxes", &create).await;
+    assert_eq!(s, 201, "public: {t}");
+    let id = v["sandboxID"].as_str().unwrap().to_string();
+    let _ = call(
+        OTHER_KEY,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &Value::Null,
+    )
+    .await;
+    // Public is for starting, not for changing: another team still cannot delete or rebuild it.
+    let (s, _, _) = call(
+        OTHER_KEY,
+        "DELETE",
+        &format!("/templates/{tid}"),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _, _) = call(KEY, "DELETE", &format!("/templates/{tid}"), &Value::Null).await;
+    assert_eq!(s, 204);
+}
