@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in mmdebstrap:mmdebstrap crun:crun nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs unshare:util-linux python3:python3 curl:curl node:nodejs npm:npm tmux:tmux docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils busybox:busybox-static lxcfs:lxcfs; do
+for cmd in mmdebstrap:mmdebstrap crun:crun nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs unshare:util-linux python3:python3 curl:curl node:nodejs npm:npm tmux:tmux docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils lxcfs:lxcfs; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# The image tests pack busybox into an image with no libc: the static build (which replaces
+# Debian's dynamic `busybox`, often installed for the initramfs).
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq
