@@ -162,6 +162,20 @@ impl AgentClient {
         }
     }
 
+    /// A server-streaming Connect request of one message, as `user` if given.
+    fn stream_request(
+        &self,
+        method: &str,
+        msg: &serde_json::Value,
+        user: Option<&str>,
+    ) -> Result<Request<Full<Bytes>>> {
+        let mut b = self.request("POST", method, connect::STREAM_CONTENT_TYPE);
+        if let Some(u) = user {
+            b = b.header("authorization", basic(u));
+        }
+        Ok(b.body(Full::new(connect::encode_message(msg)))?)
+    }
+
     /// A server-streaming Connect call; returns every message, or the stream's error.
     pub async fn stream(
         &mut self,
@@ -169,13 +183,7 @@ impl AgentClient {
         msg: &serde_json::Value,
         user: Option<&str>,
     ) -> Result<Vec<serde_json::Value>> {
-        let mut b = self.request("POST", method, connect::STREAM_CONTENT_TYPE);
-        if let Some(u) = user {
-            b = b.header("authorization", basic(u));
-        }
-        let resp = self
-            .send(b.body(Full::new(connect::encode_message(msg)))?)
-            .await?;
+        let resp = self.send(self.stream_request(method, msg, user)?).await?;
         if resp.status() != 200 {
             return Err(ClientError::Status {
                 status: resp.status().as_u16(),
@@ -257,16 +265,8 @@ impl AgentClient {
             stdin: Some(false),
             ..Default::default()
         };
-        let mut b = self.request(
-            "POST",
-            "/process.Process/Start",
-            connect::STREAM_CONTENT_TYPE,
-        );
-        if let Some(u) = user {
-            b = b.header("authorization", basic(u));
-        }
         let msg = serde_json::to_value(req).unwrap_or_default();
-        let req = b.body(Full::new(connect::encode_message(&msg)))?;
+        let req = self.stream_request("/process.Process/Start", &msg, user)?;
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         if resp.status() != 200 {

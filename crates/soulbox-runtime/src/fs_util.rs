@@ -94,6 +94,31 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes a tree (or a file) and everything in it, without following links or ever leaving its
+/// file system: a stray mount (a template's layer, say) is never descended into, so it can
+/// never lead to deleting what is mounted there. What cannot be removed is logged.
+pub fn remove_tree(dir: &Path) {
+    if std::fs::symlink_metadata(dir).is_err() {
+        return;
+    }
+    let walk = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .same_file_system(true)
+        .contents_first(true);
+    for e in walk.into_iter().flatten() {
+        let r = if e.file_type().is_dir() {
+            std::fs::remove_dir(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        if let Err(err) = r {
+            if err.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %e.path().display(), "not removed: {err}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -250,7 +250,7 @@ impl NsBackend {
         }
         if let Ok(rd) = std::fs::read_dir(self.cfg.data_dir.join("sandboxes")) {
             for e in rd.flatten() {
-                remove_sandbox_dir(&e.path());
+                fs_util::remove_tree(&e.path());
             }
         }
         self.net.cleanup_stale();
@@ -435,36 +435,11 @@ impl NsBackend {
         if let Some(slot) = slot {
             self.net.release(slot);
         }
-        remove_sandbox_dir(&self.sandbox_dir(id));
+        fs_util::remove_tree(&self.sandbox_dir(id));
         self.admission.release(id);
         // Only once every process of the range is gone may another sandbox have its ids.
         if let Some(ids) = ids {
             self.ids.release(ids);
-        }
-    }
-}
-
-/// Removes a sandbox directory and everything in it (also what an older version left there),
-/// without ever leaving its file system: a stray mount (a template's layer, say) is never
-/// descended into, so it can never lead to deleting what is mounted there.
-fn remove_sandbox_dir(dir: &Path) {
-    if !dir.exists() {
-        return;
-    }
-    let walk = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .same_file_system(true)
-        .contents_first(true);
-    for e in walk.into_iter().flatten() {
-        let r = if e.file_type().is_dir() {
-            std::fs::remove_dir(e.path())
-        } else {
-            std::fs::remove_file(e.path())
-        };
-        if let Err(err) = r {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %e.path().display(), "sandbox directory not removed: {err}");
-            }
         }
     }
 }
@@ -522,13 +497,6 @@ fn agent_layer(data_dir: &Path, agent: &Path) -> Result<PathBuf> {
     Ok(dir.join("layer"))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Backend for Arc<NsBackend> {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
         let id = new_id();
@@ -575,7 +543,7 @@ impl Backend for Arc<NsBackend> {
             internet: spec.internet,
             limits: spec.limits,
             access_token: spec.access_token.clone(),
-            created_unix_ms: now_ms(),
+            created_unix_ms: crate::layer::now_ms(),
             layers: spec
                 .rootfs
                 .as_ref()

@@ -59,7 +59,8 @@ impl FromRequestParts<AppState> for Team {
     }
 }
 
-fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+/// A JSON body, an empty one meaning the defaults.
+pub(crate) fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }

@@ -4,35 +4,11 @@
 
 mod common;
 
+use common::{ok, run, soulbox};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-/// The CLI, configured by env for the test server, with an empty HOME (no config file).
-fn soulbox(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_soulbox"));
-    c.env("SOULBOX_URL", format!("http://{}", common::serve()))
-        .env("SOULBOX_API_KEY", common::KEY)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("SOULBOX_CONFIG");
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("soulbox runs")
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn create(home: &Path) -> String {
     ok(soulbox(home).args(["sandbox", "create", "tiny", "--timeout", "300"]))

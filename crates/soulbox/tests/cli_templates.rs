@@ -3,33 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn soulbox(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_soulbox"));
-    c.env("SOULBOX_URL", format!("http://{}", common::serve()))
-        .env("SOULBOX_API_KEY", common::KEY)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("SOULBOX_CONFIG");
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("soulbox runs")
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{ok, run, soulbox};
 
 #[test]
 fn template_build_from_a_dockerfile() {

@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+pub use crate::fs_util::remove_tree;
+
 /// A layer's id: 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -216,15 +218,10 @@ impl LayerStore {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
+        self.remove_interrupted();
         let mut freed = 0;
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".new-") || name.starts_with(".old-") {
-                if !self.writer_alive(&name) {
-                    remove_tree(&e.path());
-                }
-                continue;
-            }
             let Some(id) = LayerId::parse(&name) else {
                 continue;
             };
@@ -297,24 +294,6 @@ pub fn tree_size(root: &Path) -> u64 {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
-}
-
-/// Removes a tree without following links or leaving its file system.
-pub fn remove_tree(dir: &Path) {
-    if std::fs::symlink_metadata(dir).is_err() {
-        return;
-    }
-    let walk = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .same_file_system(true)
-        .contents_first(true);
-    for e in walk.into_iter().flatten() {
-        let _ = if e.file_type().is_dir() {
-            std::fs::remove_dir(e.path())
-        } else {
-            std::fs::remove_file(e.path())
-        };
-    }
 }
 
 #[cfg(test)]

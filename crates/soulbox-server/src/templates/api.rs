@@ -2,7 +2,7 @@
 
 use super::steps::{self, StartRequest};
 use super::{parse_name, BuildRecord, Image, TemplateRecord};
-use crate::api::Team;
+use crate::api::{parse, Team};
 use crate::error::{ApiError, ApiResult, Body};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
@@ -35,14 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/templates/aliases/{alias}", get(alias))
         .route("/templates/tags", post(add_tags).delete(delete_tags))
         .route("/templates/{id}/tags", get(tags))
-}
-
-fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -378,13 +370,7 @@ async fn one(
                    "cpuCount": b.cpu_count, "memoryMB": b.memory_mb, "layers": stack})
         })
         .collect();
-    v["tags"] = st
-        .store
-        .tags(&t.id)
-        .await?
-        .into_iter()
-        .map(|(tag, build, at)| json!({"tag": tag, "buildID": build, "createdAt": at}))
-        .collect();
+    v["tags"] = tags_json(&st, &t).await?;
     Ok(Json(v).into_response())
 }
 
@@ -522,14 +508,18 @@ async fn tags(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let t = own(&st, &team, &id).await?;
-    let v: Vec<_> = st
+    Ok(Json(tags_json(&st, &t).await?).into_response())
+}
+
+/// A template's tags in E2B's shape (`[{tag, buildID, createdAt}]`).
+async fn tags_json(st: &AppState, t: &TemplateRecord) -> ApiResult<Value> {
+    Ok(st
         .store
         .tags(&t.id)
         .await?
         .into_iter()
         .map(|(tag, build, at)| json!({"tag": tag, "buildID": build, "createdAt": at}))
-        .collect();
-    Ok(Json(v).into_response())
+        .collect())
 }
 
 /// A custom template named `name[:tag]` that `team` may start, with its ready image.

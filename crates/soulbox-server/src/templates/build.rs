@@ -185,6 +185,7 @@ async fn build(
             Step::User(u) => image.user = Some(u.clone()),
             Step::Workdir(d) => {
                 let dir = steps::absolute(d, image.workdir.as_deref()).map_err(fail)?;
+                let workdir = dir.display().to_string();
                 let id = LayerId::derive(parent.as_ref(), &format!("WORKDIR {}", dir.display()));
                 let (stack, layers) = (image.layers.clone(), layers.clone());
                 let made = blocking(move || {
@@ -202,12 +203,7 @@ async fn build(
                 .await
                 .map_err(fail)?;
                 image.layers.push(made);
-                image.workdir = Some(
-                    steps::absolute(d, image.workdir.as_deref())
-                        .unwrap_or_default()
-                        .display()
-                        .to_string(),
-                );
+                image.workdir = Some(workdir);
             }
             Step::Run { cmd, user } => {
                 let user = user
@@ -556,7 +552,7 @@ async fn run_step(
         image.layers.last().cloned(),
     );
     let made_by = format!("RUN {cmd}");
-    blocking(move || {
+    let made = blocking(move || {
         layers
             .create(&id2, parent.as_ref(), &made_by, force, |root| {
                 backend
@@ -564,13 +560,15 @@ async fn run_step(
                     .map_err(|e| e.to_string())
             })
             .map(|_| ())
-            .map_err(|e| {
-                // A failed commit may leave the sandbox behind; it is removed either way.
-                let _ = futures::executor::block_on(backend.kill(&sid));
-                e.to_string()
-            })
+            .map_err(|e| e.to_string())
     })
-    .await
+    .await;
+    // The commit did not run if another build made the same layer meanwhile (the store found
+    // it), or failed before it took the sandbox: the sandbox goes either way.
+    if st.backend.get(&info.id).is_some() {
+        let _ = st.backend.kill(&info.id).await;
+    }
+    made
 }
 
 /// Kills a build sandbox when dropped, unless disarmed (`id` taken).

@@ -236,3 +236,29 @@ pub fn traces() -> Traces {
         children: zombies_or_children,
     }
 }
+
+/// The CLI, configured by env for the test server, with an empty HOME (no config file).
+pub fn soulbox(home: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_soulbox"));
+    c.env("SOULBOX_URL", format!("http://{}", serve()))
+        .env("SOULBOX_API_KEY", KEY)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("SOULBOX_CONFIG");
+    c
+}
+
+pub fn run(cmd: &mut std::process::Command) -> std::process::Output {
+    cmd.output().expect("soulbox runs")
+}
+
+pub fn ok(cmd: &mut std::process::Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
