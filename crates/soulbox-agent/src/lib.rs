@@ -2,6 +2,7 @@
 
 pub mod files;
 pub mod fs;
+pub mod host_conns;
 pub mod identity;
 pub mod interpreter;
 pub mod process;

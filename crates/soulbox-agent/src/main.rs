@@ -171,8 +171,17 @@ async fn run(args: Args, init: InitSpec) -> Result<(), String> {
     let agent = Agent::new(init);
     let app = server::router(agent.clone());
     soulbox_agent::interpreter::Contexts::prewarm(agent.clone());
+    let conns = agent.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            while usr1.recv().await.is_some() {
+                conns.host_conns.drop_all();
+            }
+        }
+    });
     tokio::select! {
-        r = axum::serve(listener, app) => r.map_err(|e| e.to_string()),
+        r = soulbox_agent::host_conns::serve(listener, app, &agent.host_conns) => r.map_err(|e| e.to_string()),
         _ = terminated() => {
             // Forward the stop to every process we started, give them a moment, then go.
             for p in agent.processes.all() {

@@ -19,6 +19,7 @@ pub struct Inner {
     pub processes: Arc<ProcessTable>,
     pub watchers: Watchers,
     pub contexts: crate::interpreter::Contexts,
+    pub host_conns: crate::host_conns::HostConns,
 }
 
 impl std::ops::Deref for Agent {
@@ -35,6 +36,7 @@ impl Agent {
             env_generation: AtomicU64::new(0),
             processes: Arc::default(),
             watchers: Watchers::default(),
+            host_conns: Default::default(),
             contexts: Default::default(),
         }))
     }

@@ -3,8 +3,9 @@
 //! `get_host(port)`), HTTP and WebSocket alike, without a host port per sandbox.
 
 use crate::rpc::json_error;
+use crate::state::Agent;
 use axum::body::Body;
-use axum::extract::{Query, Request};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -16,7 +17,11 @@ pub struct TunnelQuery {
     port: u16,
 }
 
-pub async fn open(Query(q): Query<TunnelQuery>, mut req: Request) -> Response<Body> {
+pub async fn open(
+    State(agent): State<Agent>,
+    Query(q): Query<TunnelQuery>,
+    mut req: Request,
+) -> Response<Body> {
     let wants_upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -39,13 +44,18 @@ pub async fn open(Query(q): Query<TunnelQuery>, mut req: Request) -> Response<Bo
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The tunnel outlives its request: it ends with the host's connections too.
+    let token = agent.host_conns.token();
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
         let mut client = TokioIo::new(upgraded);
         let mut target = target;
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut target) => {}
+            _ = token.cancelled() => {}
+        }
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

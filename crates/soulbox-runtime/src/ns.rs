@@ -10,7 +10,7 @@ use crate::admission::{Admission, HostLimits};
 use crate::agent_client::AgentClient;
 use crate::cgroup::{self, CgroupManager};
 use crate::ids::IdRanges;
-use crate::jail::{LaunchResult, LaunchSpec, UpperLayer};
+use crate::jail::{LaunchResult, LaunchSpec, RestoreSpec, UpperLayer};
 use crate::lxcfs::{self, Lxcfs};
 use crate::network::{NetworkPool, Slot};
 use crate::template::TemplateStore;
@@ -29,9 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod adopt;
+pub mod checkpoint;
 mod commit;
 pub mod manifest;
 mod pause;
+pub use pause::PauseMode;
 pub mod state;
 
 use state::SandboxState;
@@ -81,6 +83,8 @@ pub struct RuntimeConfig {
     pub lxcfs: Option<PathBuf>,
     /// Take over the sandboxes an earlier runtime left running (else they are killed).
     pub adopt: bool,
+    /// The CRIU that full pauses use; `None`: pauses keep files only.
+    pub criu: Option<checkpoint::Criu>,
 }
 
 impl RuntimeConfig {
@@ -98,6 +102,7 @@ impl RuntimeConfig {
             host_limits: HostLimits::default(),
             lxcfs: Some(PathBuf::from(lxcfs::DEFAULT_MOUNT_POINT)),
             adopt: true,
+            criu: None,
         }
     }
 }
@@ -353,7 +358,7 @@ impl NsBackend {
             running: None,
             paused: None,
         };
-        let (pid, socket, stderr) = self.boot(&mut state, guard)?;
+        let (pid, socket, stderr) = self.boot(&mut state, guard, None)?;
         Ok((pid, socket, stderr, state))
     }
 
@@ -364,6 +369,7 @@ impl NsBackend {
         &self,
         state: &mut SandboxState,
         guard: &mut CreateGuard,
+        restore: Option<RestoreSpec>,
     ) -> Result<(i32, PathBuf, ChildStderr)> {
         let id = state.id.clone();
         let dir = self.sandbox_dir(&id);
@@ -398,6 +404,7 @@ impl NsBackend {
             seccomp: self.cfg.seccomp,
             lxcfs: self.lxcfs(),
             init: state.init.clone(),
+            restore,
         };
         let (pid, stderr) = self.launch(&launch)?;
         guard.pid = Some(pid);

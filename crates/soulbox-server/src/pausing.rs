@@ -1,9 +1,9 @@
-//! Pausing and resuming (spec §2.3, §2.8). A pause is to disk: the sandbox's processes end,
-//! its writable layer stays, and it survives restarts of the server and of the host. E2B's
-//! *full* pause (memory too) needs CRIU, which SoulBox does not drive yet: a pause that asks
-//! for memory is a filesystem pause and says so (`pauseMode: "filesystem"`). Only a sandbox
-//! on a tmpfs writable layer (an operator's choice) is frozen in memory instead, since its
-//! files live in RAM (`pauseMode: "full"`).
+//! Pausing and resuming (spec §2.3, §2.8). A pause is to disk and survives restarts of the
+//! server and of the host. A *full* pause (`memory`, E2B's default) checkpoints the processes
+//! with CRIU and resumes them where they were; without CRIU, or when a checkpoint fails, the
+//! pause keeps the files only and says so (`pauseMode: "filesystem"`), and the resume boots
+//! the sandbox again on them. Only a sandbox on a tmpfs writable layer (an operator's choice)
+//! is frozen in memory instead, since its files live in RAM (`pauseMode: "full"`).
 //!
 //! One transition per sandbox at a time; file uploads in flight finish before the processes
 //! end, and new ones are refused while a pause runs: a file is in the paused sandbox whole, or
@@ -12,6 +12,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::store::SandboxRecord;
 use crate::AppState;
+use soulbox_runtime::ns::PauseMode;
 use soulbox_runtime::{Backend, RuntimeError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -136,15 +137,15 @@ pub async fn pause(st: &AppState, id: &str, memory: bool) -> ApiResult<&'static 
     }
     st.pausing.close(id).await?;
     let (backend, id2) = (st.backend.clone(), id.to_string());
-    let to_disk = tokio::task::spawn_blocking(move || backend.pause_to_disk_blocking(&id2))
+    let to_disk = tokio::task::spawn_blocking(move || backend.pause_to_disk_blocking(&id2, memory))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()));
     let mode = match to_disk {
-        Ok(Ok(())) => {
-            if memory {
-                tracing::info!(sandbox_id = id, "paused to disk without memory: a full pause needs CRIU, which this server does not use");
+        Ok(Ok(mode)) => {
+            if memory && mode == PauseMode::Filesystem && !st.backend.can_checkpoint() {
+                tracing::info!(sandbox_id = id, "paused to disk without memory: a full pause needs CRIU 4 or newer, which this server does not have");
             }
-            Ok("filesystem")
+            Ok(mode_name(mode))
         }
         Ok(Err(RuntimeError::InvalidSpec(_))) => st
             .backend
@@ -176,10 +177,13 @@ pub async fn resume(st: &AppState, id: &str, end_ms: i64) -> ApiResult<()> {
         return Ok(());
     }
     let pid = if st.backend.is_paused_on_disk(id) {
-        let info = st.backend.resume_from_disk(id).await?;
-        // Booted again: its template's start command runs again, as at create.
-        if let Err(e) = crate::templates::api::restart_start_cmd(st, &rec, &info).await {
-            tracing::warn!(sandbox_id = id, "start command after the resume: {e}");
+        let (info, how) = st.backend.resume_from_disk(id).await?;
+        // Booted again: its template's start command runs again, as at create. Restored, it
+        // runs on where it was.
+        if how == PauseMode::Filesystem {
+            if let Err(e) = crate::templates::api::restart_start_cmd(st, &rec, &info).await {
+                tracing::warn!(sandbox_id = id, "start command after the resume: {e}");
+            }
         }
         Some(info.pid as i64)
     } else {
@@ -190,6 +194,14 @@ pub async fn resume(st: &AppState, id: &str, end_ms: i64) -> ApiResult<()> {
     st.store.set_end(id, end_ms).await?;
     tracing::info!(sandbox_id = id, "sandbox resumed");
     Ok(())
+}
+
+/// `pauseMode` as the API names it.
+pub fn mode_name(mode: PauseMode) -> &'static str {
+    match mode {
+        PauseMode::Full => "full",
+        PauseMode::Filesystem => "filesystem",
+    }
 }
 
 async fn live(st: &AppState, id: &str) -> ApiResult<SandboxRecord> {

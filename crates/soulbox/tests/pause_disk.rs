@@ -5,14 +5,16 @@
 mod common;
 
 use common::{backend, text, Sandbox};
+use soulbox_runtime::ns::PauseMode;
 use soulbox_runtime::{Backend, Limits, RuntimeError};
 use std::path::Path;
 
 async fn pause(id: &str) -> Result<(), RuntimeError> {
     let (b, id) = (backend(), id.to_string());
-    tokio::task::spawn_blocking(move || b.pause_to_disk_blocking(&id))
+    tokio::task::spawn_blocking(move || b.pause_to_disk_blocking(&id, false))
         .await
         .unwrap()
+        .map(|mode| assert_eq!(mode, PauseMode::Filesystem))
 }
 
 #[tokio::test]
@@ -55,8 +57,9 @@ async fn a_pause_to_disk_keeps_every_file_and_gives_the_host_back_the_rest() {
         "pausing twice"
     );
 
-    let info = b.resume_from_disk(&id).await.unwrap();
+    let (info, how) = b.resume_from_disk(&id).await.unwrap();
     assert_ne!(info.pid, sb.info.pid, "booted again");
+    assert_eq!(how, PauseMode::Filesystem);
     let after = sb
         .sh_as(
             None,

@@ -55,7 +55,7 @@ async fn a_pause_on_a_full_disk_is_refused_and_the_sandbox_runs_on() {
     nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, fill as i64).unwrap();
     drop(f);
     let (b2, id2) = (b.clone(), id.clone());
-    let err = tokio::task::spawn_blocking(move || b2.pause_to_disk_blocking(&id2))
+    let err = tokio::task::spawn_blocking(move || b2.pause_to_disk_blocking(&id2, false))
         .await
         .unwrap()
         .unwrap_err();
@@ -67,7 +67,7 @@ async fn a_pause_on_a_full_disk_is_refused_and_the_sandbox_runs_on() {
     // With room again, the pause goes through and the file comes back with the resume.
     std::fs::remove_file(&filler).unwrap();
     let (b2, id2) = (b.clone(), id.clone());
-    tokio::task::spawn_blocking(move || b2.pause_to_disk_blocking(&id2))
+    tokio::task::spawn_blocking(move || b2.pause_to_disk_blocking(&id2, false))
         .await
         .unwrap()
         .unwrap();

@@ -11,6 +11,8 @@
 //!    spec from fd 3 and accepts on fd 4.
 //!
 //! Failures in the init travel back over a close-on-exec pipe: EOF means the exec happened.
+//!
+//! To resume a full pause, steps 4 and 5 are CRIU's instead ([`super::restore`]).
 
 use super::mounts::{self, Result};
 use super::spec::{LaunchResult, LaunchSpec};
@@ -22,6 +24,9 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+/// The agent's listening socket's descriptor (its `--listen-fd`).
+pub const AGENT_LISTEN_FD: i32 = 4;
 
 /// Reads a `LaunchSpec` from stdin, builds the sandbox, prints a `LaunchResult`.
 pub fn run_launcher() -> i32 {
@@ -75,6 +80,10 @@ fn launch(spec: &LaunchSpec) -> Result<Pid> {
     )
     .map_err(|e| format!("making mounts private: {e}"))?;
     let ns = userns::create(spec.id_base)?;
+    if let Some(r) = &spec.restore {
+        let listener = agent_listener(&spec.socket)?;
+        return super::restore::restore(spec, r, &ns, listener);
+    }
     mounts::prepare_root(spec, &ns)?;
     let listener = agent_listener(&spec.socket)?;
 
@@ -87,13 +96,7 @@ fn launch(spec: &LaunchSpec) -> Result<Pid> {
     let init_json = serde_json::to_vec(&spec.init).map_err(|e| e.to_string())?;
     let (init_r, init_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let null = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("/dev/null: {e}"))?;
     let fds = InitFds {
-        null: OwnedFd::from(null),
         init: init_r,
         listener,
     };
@@ -175,7 +178,6 @@ fn agent_listener(path: &Path) -> Result<OwnedFd> {
 
 /// Descriptors the init hands to the agent; everything else is closed before the exec.
 struct InitFds {
-    null: OwnedFd,
     init: OwnedFd,
     listener: OwnedFd,
 }
@@ -185,8 +187,17 @@ fn init(spec: &LaunchSpec, filters: &[seccompiler::BpfProgram], fds: InitFds) ->
     nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid: {e}"))?;
     nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    // Its own session, so nothing of the host's session reaches in, and a checkpoint of the
+    // sandbox (full pause) holds every session and process group it refers to.
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     nix::unistd::sethostname(&spec.id).map_err(|e| format!("sethostname: {e}"))?;
     mounts::finish_root(spec.pty_max, spec.lxcfs.as_deref())?;
+    // The sandbox's own /dev/null: nothing the agent holds refers to a host file.
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
 
     let nofile = nix::sys::resource::Resource::RLIMIT_NOFILE;
     // Raising past the inherited hard limit needs CAP_SYS_RESOURCE on the host: never exceed it.
@@ -197,17 +208,17 @@ fn init(spec: &LaunchSpec, filters: &[seccompiler::BpfProgram], fds: InitFds) ->
     // stdin and stdout from /dev/null, stderr stays the launcher's (the runtime reads the
     // agent's start-up errors there), the init spec on fd 3, the listening socket on fd 4.
     let (null, init, listener) = (
-        fds.null.as_raw_fd(),
+        null.as_raw_fd(),
         fds.init.as_raw_fd(),
         fds.listener.as_raw_fd(),
     );
-    place_fds(&[(null, 0), (null, 1), (init, 3), (listener, 4)])?;
+    place_fds(&[(null, 0), (null, 1), (init, 3), (listener, AGENT_LISTEN_FD)])?;
     // Nothing else crosses into the sandbox, whatever the server inherited.
     // SAFETY: close_range on a range of descriptors; none of them is used afterwards.
     if unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) } < 0 {
         return Err(format!("close_range: {}", std::io::Error::last_os_error()));
     }
-    std::mem::forget(fds);
+    std::mem::forget((fds, null));
     // No no-new-privileges: setuid `sudo` works inside, as in E2B's templates; it reaches sandbox
     // root, which is an unprivileged host uid of the sandbox's own range.
     seccomp::install(filters)?;

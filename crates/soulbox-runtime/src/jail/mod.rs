@@ -9,13 +9,14 @@
 mod launch;
 pub(crate) mod loopdev;
 mod mounts;
+pub(crate) mod restore;
 pub mod seccomp;
 pub mod spec;
 mod tree;
 mod userns;
 
-pub use launch::run_launcher;
-pub use spec::{LaunchResult, LaunchSpec, UpperLayer};
+pub use launch::{run_launcher, AGENT_LISTEN_FD};
+pub use spec::{mount_key, LaunchResult, LaunchSpec, RestoreSpec, UpperLayer};
 pub use userns::RANGE as ID_RANGE;
 
 /// Capabilities sandbox root keeps (Docker's default set). All others are dropped from every

@@ -78,10 +78,48 @@ fn mount_point(root: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
-/// Writable layer, id-mapped layers, overlay root, `/dev` and `/sys`. Paths of the overlay's
-/// layers are given relative to the sandbox directory, so the sandbox's mountinfo names no
-/// host path.
+/// Writable layer, id-mapped layers, overlay root, `/dev` and `/sys`.
 pub fn prepare_root(spec: &LaunchSpec, userns: &OwnedFd) -> Result<()> {
+    let root = prepare_overlay(spec, userns)?;
+    prepare_dev(&mount_point(&root, "dev")?, spec.id_base, true)?;
+    let sys = mount_point(&root, "sys")?;
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(Some("sysfs"), &sys, Some("sysfs"), ro, None)?;
+    for masked in SYS_MASKED {
+        let p = sys.join(masked);
+        if p.is_dir() {
+            mnt(Some("tmpfs"), &p, Some("tmpfs"), ro, Some("size=0"))?;
+        }
+    }
+    // Made here, as real root, these binds are locked in the sandbox's namespaces.
+    if let Some(lxcfs) = &spec.lxcfs {
+        for f in crate::lxcfs::SYS_FILES {
+            let p = sys.join(f);
+            if p.is_file() {
+                bind(&lxcfs.join("sys").join(f), &p, ro)?;
+            }
+        }
+    }
+    mount_point(&root, "proc")?;
+    // The init starts here: it cannot walk the host path to the root.
+    ctx(nix::unistd::chdir(&root), || "chdir root".into())?;
+    Ok(())
+}
+
+/// What a checkpoint's restore needs on the host: the bare overlay root (CRIU mounts the
+/// rest as it was) and a fresh `/dev` without its `shm` (restored with its files) at
+/// `restore-dev` in the sandbox's directory. Returns both.
+pub fn prepare_restore(spec: &LaunchSpec, userns: &OwnedFd) -> Result<(PathBuf, PathBuf)> {
+    let root = prepare_overlay(spec, userns)?;
+    let dev = spec.dir.join("restore-dev");
+    prepare_dev(&dev, spec.id_base, false)?;
+    Ok((root, dev))
+}
+
+/// Writable layer, id-mapped layers and the overlay root on `root/` in the sandbox's
+/// directory, which becomes the working directory. Paths of the overlay's layers are given
+/// relative to it, so the sandbox's mountinfo names no host path.
+fn prepare_overlay(spec: &LaunchSpec, userns: &OwnedFd) -> Result<PathBuf> {
     let (uid, gid) = (Uid::from_raw(spec.id_base), Gid::from_raw(spec.id_base));
     ctx(nix::unistd::chdir(&spec.dir), || {
         format!("chdir {}", spec.dir.display())
@@ -151,30 +189,7 @@ pub fn prepare_root(spec: &LaunchSpec, userns: &OwnedFd) -> Result<()> {
         MsFlags::MS_NODEV,
         Some(&opts),
     )?;
-
-    prepare_dev(&mount_point(&root, "dev")?, spec.id_base)?;
-    let sys = mount_point(&root, "sys")?;
-    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt(Some("sysfs"), &sys, Some("sysfs"), ro, None)?;
-    for masked in SYS_MASKED {
-        let p = sys.join(masked);
-        if p.is_dir() {
-            mnt(Some("tmpfs"), &p, Some("tmpfs"), ro, Some("size=0"))?;
-        }
-    }
-    // Made here, as real root, these binds are locked in the sandbox's namespaces.
-    if let Some(lxcfs) = &spec.lxcfs {
-        for f in crate::lxcfs::SYS_FILES {
-            let p = sys.join(f);
-            if p.is_file() {
-                bind(&lxcfs.join("sys").join(f), &p, ro)?;
-            }
-        }
-    }
-    mount_point(&root, "proc")?;
-    // The init starts here: it cannot walk the host path to the root.
-    ctx(nix::unistd::chdir(&root), || "chdir root".into())?;
-    Ok(())
+    Ok(root)
 }
 
 /// Paths of /sys hidden behind an empty read-only tmpfs: firmware and security interfaces, and
@@ -190,8 +205,9 @@ const SYS_MASKED: &[&str] = &[
     "devices/virtual/block",
 ];
 
-/// A minimal `/dev`: a few character devices, `pts`, `shm`, and the usual symlinks.
-fn prepare_dev(dev: &Path, id_base: u32) -> Result<()> {
+/// A minimal `/dev`: a few character devices, `pts`, `shm` (mounted if `shm`), and the usual
+/// symlinks.
+fn prepare_dev(dev: &Path, id_base: u32, shm: bool) -> Result<()> {
     ctx(std::fs::create_dir_all(dev), || "mkdir dev".into())?;
     let opts = format!("mode=0755,size=65536,uid={id_base},gid={id_base}");
     mnt(
@@ -240,14 +256,16 @@ fn prepare_dev(dev: &Path, id_base: u32) -> Result<()> {
             format!("chown dev/{d}")
         })?;
     }
-    let shm = format!("mode=1777,size=67108864,uid={id_base},gid={id_base}");
-    mnt(
-        Some("shm"),
-        &dev.join("shm"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&shm),
-    )?;
+    if shm {
+        let shm = format!("mode=1777,size=67108864,uid={id_base},gid={id_base}");
+        mnt(
+            Some("shm"),
+            &dev.join("shm"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&shm),
+        )?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

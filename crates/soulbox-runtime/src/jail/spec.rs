@@ -34,6 +34,28 @@ pub struct LaunchSpec {
     pub lxcfs: Option<PathBuf>,
     /// Handed to the agent over a pipe on fd 3.
     pub init: InitSpec,
+    /// Restore this checkpoint (a full pause) instead of starting a fresh init.
+    #[serde(default)]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// A checkpoint to restore with CRIU, on the sandbox's files and in its namespaces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    pub criu: PathBuf,
+    /// The checkpoint's images (host-only, in the sandbox's directory).
+    pub images: PathBuf,
+    /// The agent's listening socket as the checkpoint names it (`socket:[inode]`): the fresh
+    /// one made at `socket` takes its place.
+    pub listener: String,
+    /// Mount points the checkpoint left to the host (`/dev`, LXCFS's files): the launcher
+    /// provides each again.
+    pub external_mounts: Vec<String>,
+}
+
+/// The name a checkpoint gives the external mount at `mount_point`.
+pub fn mount_key(mount_point: &str) -> String {
+    format!("m{}", mount_point.replace('/', "_"))
 }
 
 /// The per-sandbox writable layer.

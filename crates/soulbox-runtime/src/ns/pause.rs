@@ -1,25 +1,46 @@
-//! Pausing to disk (E2B's filesystem pause): every process of the sandbox ends, its writable
-//! layer stays on disk (synced) with its state, and all else it held on the host (cgroups,
-//! network slot, memory) is given back. Resuming boots it again on the same files, with the
-//! same envd token. A paused sandbox survives restarts of the server and of the host; it keeps
-//! its id range, since its files are owned by those ids.
+//! Pausing to disk. A *filesystem* pause ends every process of the sandbox and keeps its
+//! writable layer (synced) with its state; resuming boots it again on the same files, with
+//! the same envd token. A *full* pause first checkpoints its processes with CRIU
+//! ([`super::checkpoint`]); resuming restores them, memory and all. Either way all else it
+//! held on the host (cgroups, network slot, memory) is given back, and a paused sandbox
+//! survives restarts of the server and of the host; it keeps its id range, since its files
+//! are owned by those ids.
 
+use super::checkpoint::{self, CheckpointInfo, CHECKPOINT_DIR};
 use super::commit::wait_detached;
 use super::manifest::{self, Manifest};
 use super::state::{Paused, SandboxState, UpperKind};
 use super::{io_err, CreateGuard, Entry, NsBackend, READY_TIMEOUT, UPPER_IMAGE};
 use crate::agent_client::AgentClient;
+use crate::jail::RestoreSpec;
 use crate::{Result, RuntimeError, SandboxInfo};
 use std::sync::Arc;
 
 /// Free space a pause needs on the data directory's disk before it stops anything (its state
-/// and manifest; the writable layer is written already).
+/// and manifest; the writable layer is written already). A full pause needs room for the
+/// sandbox's memory on top.
 const PAUSE_FREE_BYTES: u64 = 64 << 20;
 
+/// How a sandbox was paused or resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseMode {
+    /// Processes and memory kept.
+    Full,
+    /// Files kept; processes ended (or started afresh, on a resume).
+    Filesystem,
+}
+
 impl NsBackend {
-    /// Pauses sandbox `id` to disk; blocking. The paused state is written before any process
-    /// is stopped: if it cannot be (a full disk), the sandbox runs on as it was.
-    pub fn pause_to_disk_blocking(&self, id: &str) -> Result<()> {
+    /// Whether full pauses are possible (a usable CRIU).
+    pub fn can_checkpoint(&self) -> bool {
+        self.cfg.criu.is_some()
+    }
+
+    /// Pauses sandbox `id` to disk, with its memory if `memory` and CRIU can; blocking. The
+    /// paused state is written before any process is stopped: if it cannot be (a full disk),
+    /// the sandbox runs on as it was. A checkpoint that fails (a resource CRIU cannot save)
+    /// leaves a filesystem pause, and says so in the mode returned.
+    pub fn pause_to_disk_blocking(&self, id: &str, memory: bool) -> Result<PauseMode> {
         let dir = self.sandbox_dir(id);
         if self.get_info(id).is_none() {
             return Err(RuntimeError::NotFound(id.to_string()));
@@ -33,20 +54,31 @@ impl NsBackend {
                 "only a sandbox with an ext4 writable layer can be paused to disk".into(),
             ));
         }
+        let criu = self.cfg.criu.as_ref().filter(|_| memory);
+        let needed = PAUSE_FREE_BYTES
+            + criu
+                .and_then(|_| self.cgroups.stats(id).ok())
+                .map_or(0, |s| s.memory_bytes);
         let free = nix::sys::statvfs::statvfs(&dir)
             .map(|s| s.blocks_available() * s.fragment_size())
             .unwrap_or(u64::MAX);
-        if free < PAUSE_FREE_BYTES {
+        if free < needed {
+            let hint = if criu.is_some() {
+                " (or pause without memory, which needs less)"
+            } else {
+                ""
+            };
             return Err(RuntimeError::Capacity(format!(
-                "the disk of {} has {} MiB free, less than the {} MiB a pause needs; the sandbox runs on: free some space and pause again",
+                "the disk of {} has {} MiB free, less than the {} MiB this pause needs; the sandbox runs on: free some space and pause again{hint}",
                 self.cfg.data_dir.display(),
                 free >> 20,
-                PAUSE_FREE_BYTES >> 20
+                needed.div_ceil(1 << 20)
             )));
         }
         state.paused = Some(Paused {
             at_unix_ms: crate::layer::now_ms(),
             manifest: false,
+            checkpoint: false,
         });
         state.write(&dir)?;
         let entry = self
@@ -55,6 +87,18 @@ impl NsBackend {
             .map_err(|_| poisoned())?
             .remove(id)
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let mode = match criu.map(|c| checkpoint::dump(c, entry.info.pid, &dir)) {
+            Some(Ok(_)) => PauseMode::Full,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    sandbox_id = id,
+                    "full pause impossible, pausing files only: {e}"
+                );
+                PauseMode::Filesystem
+            }
+            None => PauseMode::Filesystem,
+        };
+        // After a checkpoint CRIU has ended the processes; this reaps the init.
         self.stop_processes(id, Some(entry.info.pid));
         let image = dir.join(UPPER_IMAGE);
         // Once the loop device is gone every write is in the image; then onto the disk.
@@ -68,15 +112,16 @@ impl NsBackend {
         // Every file, hashed, for the resume to check.
         let listed =
             synced.and_then(|()| manifest::scan_image(&image, &dir.join("verify"))?.write(&dir));
-        if let (Ok(()), Some(p)) = (&listed, state.paused.as_mut()) {
-            p.manifest = true;
+        if let Some(p) = state.paused.as_mut() {
+            p.manifest = listed.is_ok();
+            p.checkpoint = mode == PauseMode::Full;
         }
         // The processes are gone either way: say so on disk (if the disk takes it).
         let written = state.write(&dir);
         if let Ok(mut p) = self.paused.lock() {
             p.insert(id.to_string(), state);
         }
-        listed.and(written)
+        listed.and(written).map(|()| mode)
     }
 
     /// Checks a sandbox paused to disk against the manifest taken when it paused.
@@ -98,9 +143,63 @@ impl NsBackend {
         }
     }
 
-    /// Boots a sandbox paused to disk again, on its files; returns once its agent answers. On
-    /// failure it stays paused, its files untouched.
-    pub async fn resume_from_disk(self: &Arc<Self>, id: &str) -> Result<SandboxInfo> {
+    /// Resumes a sandbox paused to disk: restores its checkpoint if it has one, else (or if
+    /// the restore fails) boots it again on its files; returns once its agent answers, and
+    /// how. On failure it stays paused, its files untouched.
+    pub async fn resume_from_disk(self: &Arc<Self>, id: &str) -> Result<(SandboxInfo, PauseMode)> {
+        let restore = self.restore_spec(id);
+        if let Some(r) = restore {
+            match self.resume_once(id, Some(r)).await {
+                Ok(info) => {
+                    crate::fs_util::remove_tree(&self.sandbox_dir(id).join(CHECKPOINT_DIR));
+                    return Ok((info, PauseMode::Full));
+                }
+                Err(e @ RuntimeError::Corrupt { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        sandbox_id = id,
+                        "restoring the checkpoint failed, booting on the files: {e}"
+                    );
+                }
+            }
+        }
+        let info = self.resume_once(id, None).await?;
+        crate::fs_util::remove_tree(&self.sandbox_dir(id).join(CHECKPOINT_DIR));
+        Ok((info, PauseMode::Filesystem))
+    }
+
+    /// The restore of `id`'s checkpoint, if it has one and CRIU is here.
+    fn restore_spec(&self, id: &str) -> Option<RestoreSpec> {
+        let checkpointed = self
+            .paused
+            .lock()
+            .ok()?
+            .get(id)?
+            .paused
+            .as_ref()
+            .is_some_and(|p| p.checkpoint);
+        let criu = self.cfg.criu.as_ref().filter(|_| checkpointed)?;
+        let dir = self.sandbox_dir(id);
+        match CheckpointInfo::read(&dir) {
+            Ok(info) => Some(RestoreSpec {
+                criu: criu.path.clone(),
+                images: dir.join(CHECKPOINT_DIR),
+                listener: info.listener,
+                external_mounts: info.external_mounts,
+            }),
+            Err(e) => {
+                tracing::warn!(sandbox_id = id, "its checkpoint is unreadable: {e}");
+                None
+            }
+        }
+    }
+
+    /// One attempt at a resume (see [`NsBackend::resume_from_disk`]).
+    async fn resume_once(
+        self: &Arc<Self>,
+        id: &str,
+        restore: Option<RestoreSpec>,
+    ) -> Result<SandboxInfo> {
         let mut state = self
             .paused
             .lock()
@@ -120,7 +219,7 @@ impl NsBackend {
             };
             let r = checked
                 .and_then(|()| me.admission.admit(&state.id))
-                .and_then(|()| me.boot(&mut state, &mut guard));
+                .and_then(|()| me.boot(&mut state, &mut guard, restore));
             (r, state, guard)
         })
         .await

@@ -45,6 +45,9 @@ pub struct Paused {
     /// Whether the manifest of its writable layer was written (a resume then checks it).
     #[serde(default)]
     pub manifest: bool,
+    /// Whether its processes were checkpointed (a full pause): the resume restores them.
+    #[serde(default)]
+    pub checkpoint: bool,
 }
 
 /// What a running sandbox holds on the host.
@@ -141,6 +144,7 @@ mod tests {
             paused: Some(Paused {
                 at_unix_ms: 6,
                 manifest: true,
+                checkpoint: true,
             }),
         };
         s.write(dir.path()).unwrap();

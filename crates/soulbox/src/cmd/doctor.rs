@@ -183,17 +183,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
         "apt-get install mmdebstrap (builds templates from Debian packages)",
     ));
     checks.push(lxcfs_check());
-    // Full (memory) pauses need CRIU ≥ 4, which SoulBox does not drive yet: say what a pause is.
-    let criu = command_works("criu", &["--version"]);
-    checks.push(warn_if(
-        "pause modes",
-        false,
-        format!(
-            "filesystem only: pause() keeps every file on disk, not processes ({}; SoulBox does not use CRIU yet)",
-            criu.map_or("criu not installed".to_string(), |v| format!("found {}", v.trim()))
-        ),
-        "nothing to do: see docs/persistence.md",
-    ));
+    checks.push(criu_check());
     let agent = ctx.agent_path()?;
     let agent_ok = agent.is_file();
     checks.push(check(
@@ -245,4 +235,43 @@ pub fn run(ctx: &Context) -> anyhow::Result<()> {
     }
     println!("this host can run SoulBox sandboxes");
     Ok(())
+}
+
+/// Full (memory) pauses need CRIU 4 or newer, working on this kernel (`criu check`).
+fn criu_check() -> Check {
+    use soulbox_runtime::ns::checkpoint::Criu;
+    let (ok, detail) = match Criu::find() {
+        Ok(c) => {
+            let out = std::process::Command::new(&c.path).arg("check").output();
+            match out {
+                Ok(o) if o.status.success() => (
+                    true,
+                    format!(
+                        "full and filesystem: CRIU {} at {} keeps processes and memory",
+                        c.version,
+                        c.path.display()
+                    ),
+                ),
+                Ok(o) => (
+                    false,
+                    format!(
+                        "filesystem only: `{} check` fails on this kernel: {}",
+                        c.path.display(),
+                        String::from_utf8_lossy(&o.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    ),
+                ),
+                Err(e) => (false, format!("filesystem only: {}: {e}", c.path.display())),
+            }
+        }
+        Err(e) => (false, format!("filesystem only: {e}")),
+    };
+    warn_if(
+        "pause modes",
+        ok,
+        detail,
+        "run scripts/install.sh (it builds CRIU 4); without it pause() keeps every file, not processes (docs/persistence.md)",
+    )
 }

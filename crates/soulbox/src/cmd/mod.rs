@@ -37,6 +37,13 @@ impl Context {
         let exe = std::env::current_exe().context("locating the soulbox executable")?;
         let mut cfg = RuntimeConfig::new(self.data_dir.clone(), self.agent_path()?, exe);
         cfg.writable_layer = self.writable_layer;
+        cfg.criu = match soulbox_runtime::ns::checkpoint::Criu::find() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::debug!("full pauses off: {e}");
+                None
+            }
+        };
         Ok(cfg)
     }
 

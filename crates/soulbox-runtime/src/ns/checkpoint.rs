@@ -1,0 +1,250 @@
+//! Checkpoints of a running sandbox with CRIU (E2B's *full* pause): every process with its
+//! memory, descriptors and terminals is written to `<sandbox>/checkpoint/` and the sandbox's
+//! RAM is released; the resume restores them on the same files ([`crate::jail::restore`]).
+//!
+//! CRIU runs in the sandbox's network namespace: that namespace belongs to the host, not to
+//! the sandbox's user namespace (sandbox root holds no power over its own network), and CRIU
+//! dumps only namespaces of the target's user namespace. Run from inside it, the network is
+//! simply CRIU's own and stays out of the checkpoint; the resume joins a slot again. The
+//! mounts the host provides — the sandbox's `/dev` (its children locked, which CRIU cannot
+//! copy), `/sys` and LXCFS's files — are marked external and provided again at the restore.
+
+use crate::jail::{mount_key, restore::log_errors};
+use crate::{Result, RuntimeError};
+use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The checkpoint's directory in the sandbox's directory.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+/// What the runtime records beside CRIU's images.
+const INFO_FILE: &str = "soulbox.json";
+/// The oldest CRIU that works on current kernels (Debian 12's 3.17 does not).
+const MIN_MAJOR: u32 = 4;
+/// Where `scripts/install.sh` puts the CRIU it builds.
+pub const INSTALLED_CRIU: &str = "/usr/local/sbin/criu";
+
+/// A usable CRIU.
+#[derive(Debug, Clone)]
+pub struct Criu {
+    pub path: PathBuf,
+    pub version: String,
+}
+
+impl Criu {
+    /// `SOULBOX_CRIU`, else the installed one, else `criu` on the PATH; only version 4 or newer.
+    pub fn find() -> std::result::Result<Criu, String> {
+        let candidates: Vec<PathBuf> = match std::env::var_os("SOULBOX_CRIU") {
+            Some(p) => vec![PathBuf::from(p)],
+            None => vec![
+                PathBuf::from(INSTALLED_CRIU),
+                PathBuf::from("/usr/sbin/criu"),
+                PathBuf::from("/usr/bin/criu"),
+            ],
+        };
+        let mut seen = Vec::new();
+        for path in candidates {
+            if !path.exists() {
+                continue;
+            }
+            let out = Command::new(&path).arg("--version").output();
+            let text = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let version = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Version:"))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default();
+            let major = version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0);
+            if major >= MIN_MAJOR {
+                return Ok(Criu { path, version });
+            }
+            seen.push(format!("{} is version {version:?}", path.display()));
+        }
+        Err(if seen.is_empty() {
+            format!("no CRIU found (install {MIN_MAJOR}.x with scripts/install.sh, or set SOULBOX_CRIU)")
+        } else {
+            format!(
+                "{}; full pause needs CRIU {MIN_MAJOR} or newer (scripts/install.sh builds one)",
+                seen.join(", ")
+            )
+        })
+    }
+}
+
+/// What the resume needs besides CRIU's images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// The agent's listening socket (`socket:[inode]`).
+    pub listener: String,
+    pub external_mounts: Vec<String>,
+}
+
+impl CheckpointInfo {
+    pub fn read(dir: &Path) -> Result<CheckpointInfo> {
+        let path = dir.join(CHECKPOINT_DIR).join(INFO_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| RuntimeError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RuntimeError::Launch(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Checkpoints the processes under init `pid` into `dir/checkpoint` and ends them. On error
+/// they run on (CRIU resumes them) and no checkpoint is left.
+pub fn dump(criu: &Criu, pid: i32, dir: &Path) -> Result<CheckpointInfo> {
+    let images = dir.join(CHECKPOINT_DIR);
+    crate::fs_util::remove_tree(&images);
+    std::fs::create_dir(&images).map_err(super::io_err(&images))?;
+    let fd = format!("/proc/{pid}/fd/{}", crate::jail::AGENT_LISTEN_FD);
+    let listener = std::fs::read_link(&fd)
+        .map_err(super::io_err(Path::new(&fd)))?
+        .to_string_lossy()
+        .into_owned();
+    let info = CheckpointInfo {
+        listener,
+        external_mounts: external_mounts(pid)?,
+    };
+    drop_host_connections(pid)?;
+    let netns_path = format!("/proc/{pid}/ns/net");
+    let netns = std::fs::File::open(&netns_path).map_err(super::io_err(Path::new(&netns_path)))?;
+    let mut cmd = Command::new(&criu.path);
+    cmd.arg("dump")
+        .arg("--tree")
+        .arg(pid.to_string())
+        .arg("--images-dir")
+        .arg(&images)
+        .args(["--log-file", "dump.log", "-v2"])
+        // Open connections are saved (and closed at the restore) rather than refusing the dump.
+        .arg("--tcp-established")
+        // The agent's connections to the host, whose ends the host has dropped.
+        .arg("--ext-unix-sk")
+        // Deleted files still open (a common temp-file pattern) travel in the checkpoint.
+        .args(["--ghost-limit", "256M"]);
+    for m in &info.external_mounts {
+        cmd.arg("--external")
+            .arg(format!("mnt[{m}]:{}", mount_key(m)));
+    }
+    let raw = netns.as_raw_fd();
+    // SAFETY: only setns (async-signal-safe) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setns(raw, libc::CLONE_NEWNET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| RuntimeError::Launch(format!("running {}: {e}", criu.path.display())))?;
+    if !out.status.success() {
+        let why = log_errors(&images.join("dump.log"));
+        crate::fs_util::remove_tree(&images);
+        return Err(RuntimeError::Launch(format!("criu dump failed: {why}")));
+    }
+    sync_dir(&images)?;
+    let bytes = serde_json::to_vec(&info).map_err(|e| RuntimeError::Launch(e.to_string()))?;
+    let path = images.join(INFO_FILE);
+    crate::fs_util::write_atomic(&path, &bytes, 0o600)
+        .map_err(|source| RuntimeError::Io { path, source })?;
+    Ok(info)
+}
+
+/// How long the agent may take to drop the host's connections.
+const DROP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Has the agent (init `pid`) drop its connections with the host and waits until their
+/// sockets are gone. They live in the host's network namespace (a unix connection's accepted
+/// end belongs to the connecting side's namespace), where the checkpoint cannot reach.
+fn drop_host_connections(pid: i32) -> Result<()> {
+    let agent = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGUSR1)
+        .map_err(|e| RuntimeError::Launch(format!("signalling the agent: {e}")))?;
+    let deadline = std::time::Instant::now() + DROP_TIMEOUT;
+    loop {
+        let host = host_unix_inodes();
+        let open = socket_inodes(pid)
+            .into_iter()
+            .filter(|i| host.contains(i))
+            .count();
+        if open == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(RuntimeError::Launch(format!(
+                "the agent still holds {open} connection(s) with the host after {DROP_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Inodes of the unix sockets of this process's (the host's) network namespace.
+fn host_unix_inodes() -> std::collections::HashSet<u64> {
+    let text = std::fs::read_to_string("/proc/self/net/unix").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+        .collect()
+}
+
+/// Inodes of the sockets process `pid` holds.
+fn socket_inodes(pid: i32) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The sandbox's mounts the host provides: `/dev`, `/sys` (a sysfs can be mounted only by
+/// the owner of the network namespace, the host) and LXCFS's files.
+fn external_mounts(pid: i32) -> Result<Vec<String>> {
+    let path = PathBuf::from(format!("/proc/{pid}/mountinfo"));
+    let text = std::fs::read_to_string(&path).map_err(super::io_err(&path))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (mount_point, fstype) = (fields.get(4), fields.get(sep + 1));
+        if let (Some(mp), Some(fs)) = (mount_point, fstype) {
+            if *mp == "/dev" || (*mp == "/sys" && *fs == "sysfs") || fs.starts_with("fuse.lxcfs") {
+                out.push(mp.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every image on the disk before the pause is called done.
+fn sync_dir(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(super::io_err(dir))? {
+        let p = e.map_err(super::io_err(dir))?.path();
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(super::io_err(&p))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(super::io_err(dir))
+}
