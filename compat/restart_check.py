@@ -1,7 +1,7 @@
 """Restart scenarios (issue 12, re-adoption), run by compat/run.sh around a stop of `serve`:
 
   before STATE   sandboxes in every state the restart must keep: one running a background
-                 command, one paused, one whose end time falls after the restart, one that
+                 command, one paused with its memory and one without, one whose end time falls after the restart, one that
                  will die while the server is down; their ids and what they hold go to STATE
   while-down STATE   kills the one meant to die (from the host, as an OOM kill would)
   after STATE    the new server took them over: files, processes, metadata, end times, the
@@ -55,8 +55,15 @@ def before(path):
     paused.files.write("/home/user/paused.txt", "kept while paused")
     paused.commands.run("mkdir -p ~/work && head -c 5000000 /dev/urandom > ~/work/blob && "
                         "ln -s blob ~/work/link && chmod 600 ~/work/blob")
+    # A process of its own: a full pause (memory kept) brings it back, same pid and all.
+    paused.commands.run("nohup sleep 200000 >/dev/null 2>&1 &")
+    paused_sleeper = paused.commands.run("pgrep -f 'sleep 200000'").stdout.split()
     paused_files = hashes(paused)
-    paused.pause()
+    assert paused.pause() is True
+    # And one paused without memory: files only.
+    paused_fs = Sandbox.create(TEMPLATE, timeout=600)
+    paused_fs.files.write("/home/user/fs.txt", "files only")
+    assert paused_fs.pause(keep_memory=False) is True
     ending = Sandbox.create(TEMPLATE, timeout=25)
     doomed = Sandbox.create(TEMPLATE, timeout=600)
     info = keep.get_info()
@@ -65,6 +72,7 @@ def before(path):
         "end_at": info.end_at.isoformat(), "paused": paused.sandbox_id,
         "ending": ending.sandbox_id, "ending_end": ending.get_info().end_at.timestamp(),
         "doomed": doomed.sandbox_id, "paused_files": paused_files,
+        "paused_sleeper": paused_sleeper, "paused_fs": paused_fs.sandbox_id,
         # Every sandbox on the host (the warm pool's too): all must be the same after.
         "all": sorted(os.path.basename(d) for d in glob.glob("/sys/fs/cgroup/pids/soulbox/*")
                       if os.path.isdir(d)),
@@ -114,6 +122,9 @@ def after(path):
     paused = Sandbox.connect(state["paused"])
     assert paused.files.read("/home/user/paused.txt") == "kept while paused"
     assert hashes(paused) == state["paused_files"], "a file changed across pause, restart, resume"
+    assert paused.commands.run("pgrep -f 'sleep 200000'").stdout.split() == state["paused_sleeper"]
+    paused_fs = Sandbox.connect(state["paused_fs"])
+    assert paused_fs.files.read("/home/user/fs.txt") == "files only"
     # Write, pause, resume again: every file as it was each time.
     paused.commands.run("echo more >> ~/paused.txt && cp ~/work/blob ~/work/blob2")
     again = hashes(paused)
@@ -137,7 +148,7 @@ def after(path):
         sys.exit(f"{state['ending']} outlived its end time")
     except NotFoundException:
         pass
-    for s in (keep, paused):
+    for s in (keep, paused, paused_fs):
         s.kill()
     print("after the restart: every sandbox taken over as it was")
 

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap nftables iproute2 e2fsprogs util-linux lxcfs >/dev/null
+# CRIU 4, for full pauses (processes and memory kept); without it pauses keep files only.
+./scripts/criu.sh
 cargo build --release --workspace --locked
 install -m 0755 target/x86_64-unknown-linux-gnu/release/soulbox target/x86_64-unknown-linux-gnu/release/soulbox-agent /usr/local/bin/
 soulbox doctor

@@ -18,6 +18,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# CRIU 4 for the full-pause tests (built once, from Debian's source).
+./scripts/criu.sh
+
 export SOULBOX_TEST_DATA_DIR="${SOULBOX_TEST_DATA_DIR:-/var/lib/soulbox-test}"
 # Lints first, so a formatting or clippy failure is reported before the long runs (clippy in
 # release mode checks with the same profile as the build below).

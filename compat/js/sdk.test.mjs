@@ -120,7 +120,11 @@ test('durable: pause to disk and resume by connect, snapshot, fork', async () =>
     assert.equal(await sbx.pause(), false) // already paused: 409
     const resumed = await Sandbox.connect(sbx.sandboxId)
     assert.equal(await resumed.files.read('/home/user/keep.txt'), 'kept')
-    assert.equal((await resumed.commands.run('pgrep -c sleep || true')).stdout, '0\n') // booted again
+    // Memory kept (a full pause, with the CRIU scripts/install.sh builds): the sleep runs on.
+    assert.equal((await resumed.commands.run('pgrep -c sleep || true')).stdout, '1\n')
+    assert.equal(await resumed.pause({ keepMemory: false }), true)
+    const rebooted = await Sandbox.connect(sbx.sandboxId)
+    assert.equal((await rebooted.commands.run('pgrep -c sleep || true')).stdout, '0\n') // files only
     await resumed.commands.run('nohup sleep 100000 >/dev/null 2>&1 &')
     const snap = await resumed.createSnapshot()
     const listed = await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems()

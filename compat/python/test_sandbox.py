@@ -81,24 +81,45 @@ def detail(sandbox_id):
 
 
 def test_pause_is_to_disk_and_says_so():
+    """A full pause (CRIU, built by scripts/install.sh) keeps processes; a filesystem one ends them."""
     s = Sandbox.create(TEMPLATE, timeout=120)
     try:
         s.files.write("/home/user/a.txt", "a")
         s.commands.run("nohup sleep 100000 >/dev/null 2>&1 &")
         content = "a"
-        for mode in ("full", "filesystem"):
+        for mode, sleeping in (("full", "1\n"), ("filesystem", "0\n")):
             assert s.pause(keep_memory=(mode == "full")) is True
             d = detail(s.sandbox_id)
-            # No CRIU: a full pause falls back to the filesystem, and says so.
-            assert (d["state"], d["pauseMode"]) == ("paused", "filesystem"), d
+            assert (d["state"], d["pauseMode"]) == ("paused", mode), d
             with pytest.raises(Exception):
                 s.files.read("/home/user/a.txt")  # paused without auto-resume: refused
             s = Sandbox.connect(s.sandbox_id)
             assert s.files.read("/home/user/a.txt") == content
-            assert s.commands.run("pgrep -c sleep || true").stdout == "0\n"  # booted again
+            assert s.commands.run("pgrep -c sleep || true").stdout == sleeping, mode
             content += mode
             s.files.write("/home/user/a.txt", content)
         assert "pauseMode" not in detail(s.sandbox_id)
+        # A full pause resumed with on_resume="reboot": the memory is dropped, the files kept.
+        assert s.pause() is True
+        s = Sandbox.connect(s.sandbox_id, on_resume="reboot")
+        assert s.files.read("/home/user/a.txt") == content
+        assert s.commands.run("pgrep -c sleep || true").stdout == "0\n"
+    finally:
+        s.kill()
+
+
+def test_a_command_running_through_a_full_pause_can_be_reconnected():
+    s = Sandbox.create(TEMPLATE, timeout=120)
+    try:
+        h = s.commands.run("for i in $(seq 1 40); do echo tick $i; sleep 0.1; done", background=True)
+        time.sleep(0.5)
+        assert s.pause() is True  # memory kept: E2B's default
+        s = Sandbox.connect(s.sandbox_id)
+        lines = []
+        result = s.commands.connect(h.pid).wait(on_stdout=lambda line: lines.append(line))
+        assert result.exit_code == 0
+        # The loop went on where it was: it ends at 40 and streams what came after the resume.
+        assert "tick 40" in result.stdout or any("tick 40" in x for x in lines), (result.stdout, lines)
     finally:
         s.kill()
 

@@ -98,6 +98,9 @@ struct PauseBody {
 #[derive(Debug, Default, Deserialize)]
 struct TimeoutBody {
     timeout: Option<i64>,
+    /// On a resume: `false` boots the sandbox afresh on its files, dropping the memory a
+    /// full pause kept (the SDKs' `on_resume="reboot"`).
+    memory: Option<bool>,
 }
 
 fn now_ms() -> i64 {
@@ -425,7 +428,7 @@ async fn connect(
     let r = find(&st, &team, &id).await?;
     let end = now_ms() + t * 1000;
     let status = if r.state == "paused" {
-        crate::pausing::resume(&st, &r.id, end).await?;
+        crate::pausing::resume(&st, &r.id, end, req.memory.unwrap_or(true)).await?;
         StatusCode::CREATED
     } else {
         st.store.set_end(&r.id, end.max(r.end_at_ms)).await?;
@@ -450,7 +453,7 @@ async fn resume(
     }
     let end = now_ms()
         .saturating_add(check_timeout(&st, req.timeout.unwrap_or(15))?.saturating_mul(1000));
-    crate::pausing::resume(&st, &r.id, end).await?;
+    crate::pausing::resume(&st, &r.id, end, req.memory.unwrap_or(true)).await?;
     Ok((StatusCode::CREATED, Json(sandbox_json(&st, &r))).into_response())
 }
 

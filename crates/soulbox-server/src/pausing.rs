@@ -168,16 +168,17 @@ pub async fn pause(st: &AppState, id: &str, memory: bool) -> ApiResult<&'static 
     Ok(mode)
 }
 
-/// Resumes a paused sandbox (booted again on its files, or thawed) and records it running
-/// until `end_ms`. A sandbox that is running already is left as it is.
-pub async fn resume(st: &AppState, id: &str, end_ms: i64) -> ApiResult<()> {
+/// Resumes a paused sandbox (restored with its memory, unless `!memory`; booted again on its
+/// files; or thawed) and records it running until `end_ms`. A sandbox that is running already
+/// is left as it is.
+pub async fn resume(st: &AppState, id: &str, end_ms: i64, memory: bool) -> ApiResult<()> {
     let _one = st.pausing.lock(id).await;
     let rec = live(st, id).await?;
     if rec.state != "paused" {
         return Ok(());
     }
     let pid = if st.backend.is_paused_on_disk(id) {
-        let (info, how) = st.backend.resume_from_disk(id).await?;
+        let (info, how) = st.backend.resume_from_disk(id, memory).await?;
         // Booted again: its template's start command runs again, as at create. Restored, it
         // runs on where it was.
         if how == PauseMode::Filesystem {

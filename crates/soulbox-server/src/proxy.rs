@@ -137,7 +137,7 @@ pub async fn forward(st: &AppState, target: Target, mut req: Request<Body>) -> R
         }
         // Auto-resume: the first request wakes it, for as long as it was created for.
         let end = chrono::Utc::now().timestamp_millis() + rec.timeout_ms.max(1000);
-        if let Err(e) = crate::pausing::resume(st, &rec.id, end).await {
+        if let Err(e) = crate::pausing::resume(st, &rec.id, end, true).await {
             tracing::warn!(sandbox_id = %rec.id, "auto-resume: {e}");
             return json_error(
                 StatusCode::BAD_GATEWAY,

@@ -57,7 +57,7 @@ async fn a_pause_to_disk_keeps_every_file_and_gives_the_host_back_the_rest() {
         "pausing twice"
     );
 
-    let (info, how) = b.resume_from_disk(&id).await.unwrap();
+    let (info, how) = b.resume_from_disk(&id, true).await.unwrap();
     assert_ne!(info.pid, sb.info.pid, "booted again");
     assert_eq!(how, PauseMode::Filesystem);
     let after = sb
@@ -109,7 +109,7 @@ async fn killing_a_sandbox_paused_to_disk_removes_it() {
     b.kill(&id).await.unwrap();
     assert!(!b.is_paused_on_disk(&id) && !b.sandbox_dir(&id).exists());
     assert!(matches!(
-        b.resume_from_disk(&id).await,
+        b.resume_from_disk(&id, true).await,
         Err(RuntimeError::NotFound(_))
     ));
     assert!(matches!(b.kill(&id).await, Err(RuntimeError::NotFound(_))));
@@ -155,7 +155,7 @@ async fn a_resume_checks_the_manifest_and_names_what_changed() {
         .status()
         .unwrap();
     assert!(tamper.success());
-    let err = b.resume_from_disk(&id).await.unwrap_err().to_string();
+    let err = b.resume_from_disk(&id, true).await.unwrap_err().to_string();
     for named in [
         "changed (content): /home/user/a",
         "missing: /home/user/b",

@@ -71,7 +71,7 @@ async fn a_pause_on_a_full_disk_is_refused_and_the_sandbox_runs_on() {
         .await
         .unwrap()
         .unwrap();
-    b.resume_from_disk(&id).await.unwrap();
+    b.resume_from_disk(&id, true).await.unwrap();
     assert_eq!(text(&sb.sh_as(None, "cat ~/f").await.stdout), "kept\n");
     sb.kill().await;
     let _ = Command::new("umount").arg("-l").arg(DATA).status();

@@ -76,7 +76,7 @@ async fn a_full_pause_keeps_processes_and_memory_and_gives_the_host_back_the_res
         (word.clone(), n)
     };
 
-    let (info, how) = b.resume_from_disk(&id).await.unwrap();
+    let (info, how) = b.resume_from_disk(&id, true).await.unwrap();
     assert_eq!(how, PauseMode::Full, "restored, not booted again");
     assert_ne!(info.pid, sb.info.pid);
     assert!(
@@ -104,7 +104,10 @@ async fn a_full_pause_keeps_processes_and_memory_and_gives_the_host_back_the_res
     );
     // It pauses and resumes again.
     assert_eq!(pause(&id, true).await, PauseMode::Full);
-    assert_eq!(b.resume_from_disk(&id).await.unwrap().1, PauseMode::Full);
+    assert_eq!(
+        b.resume_from_disk(&id, true).await.unwrap().1,
+        PauseMode::Full
+    );
     assert_eq!(counter(&sb).await.0, word);
     sb.kill().await;
     assert!(!dir.exists());
@@ -118,9 +121,13 @@ async fn a_pause_without_memory_ends_the_processes_even_with_criu() {
     sb.sh_as(None, LOOP).await;
     assert_eq!(pause(&id, false).await, PauseMode::Filesystem);
     assert!(!b.sandbox_dir(&id).join(CHECKPOINT_DIR).exists());
-    let (_, how) = b.resume_from_disk(&id).await.unwrap();
+    let (_, how) = b.resume_from_disk(&id, true).await.unwrap();
     assert_eq!(how, PauseMode::Filesystem);
-    let n = text(&sb.sh_as(None, "pgrep -c -f '[l]oop.sh' || true").await.stdout);
+    let n = text(
+        &sb.sh_as(None, "pgrep -c -f '[l]oop.sh' || true")
+            .await
+            .stdout,
+    );
     assert_eq!(n, "0\n");
     sb.kill().await;
 }
@@ -136,9 +143,11 @@ async fn a_checkpoint_that_cannot_be_restored_falls_back_to_the_files() {
     assert_eq!(pause(&id, true).await, PauseMode::Full);
     let images = b.sandbox_dir(&id).join(CHECKPOINT_DIR);
     std::fs::remove_file(images.join("pstree.img")).unwrap();
-    let (_, how) = b.resume_from_disk(&id).await.unwrap();
+    let (_, how) = b.resume_from_disk(&id, true).await.unwrap();
     assert_eq!(how, PauseMode::Filesystem);
-    let out = sb.sh_as(None, "cat ~/f; pgrep -c -f '[l]oop.sh' || true").await;
+    let out = sb
+        .sh_as(None, "cat ~/f; pgrep -c -f '[l]oop.sh' || true")
+        .await;
     assert_eq!(text(&out.stdout), "kept\n0\n");
     sb.kill().await;
 }

@@ -143,11 +143,15 @@ impl NsBackend {
         }
     }
 
-    /// Resumes a sandbox paused to disk: restores its checkpoint if it has one, else (or if
-    /// the restore fails) boots it again on its files; returns once its agent answers, and
-    /// how. On failure it stays paused, its files untouched.
-    pub async fn resume_from_disk(self: &Arc<Self>, id: &str) -> Result<(SandboxInfo, PauseMode)> {
-        let restore = self.restore_spec(id);
+    /// Resumes a sandbox paused to disk: restores its checkpoint if it has one and `memory`,
+    /// else (or if the restore fails) boots it again on its files; returns once its agent
+    /// answers, and how. On failure it stays paused, its files untouched.
+    pub async fn resume_from_disk(
+        self: &Arc<Self>,
+        id: &str,
+        memory: bool,
+    ) -> Result<(SandboxInfo, PauseMode)> {
+        let restore = self.restore_spec(id).filter(|_| memory);
         if let Some(r) = restore {
             match self.resume_once(id, Some(r)).await {
                 Ok(info) => {
