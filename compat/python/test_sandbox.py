@@ -151,12 +151,20 @@ def test_snapshot_is_a_template_and_forks_share_the_parents_files():
         made.append(c)
         assert c.files.read("/home/user/data.txt") == "from the parent"
         assert c.commands.run("echo $FROM").stdout == "parent\n"
+        # A full snapshot (the default, with CRIU): the parent's process runs in the child.
+        assert c.commands.run("pgrep -c sleep").stdout == "1\n"
+        files_only = s.create_snapshot(mode="filesystem")
+        c2 = Sandbox.create(files_only.snapshot_id, timeout=60)
+        made.append(c2)
+        assert c2.files.read("/home/user/data.txt") == "from the parent"
+        assert c2.commands.run("pgrep -c sleep || true").stdout == "0\n"
         forks = s.fork(count=3)
         assert len(forks) == 3 and not [f for f in forks if isinstance(f, Exception)], forks
         made += forks
         for i, f in enumerate(forks):
             assert f.sandbox_id != s.sandbox_id
             assert f.files.read("/home/user/data.txt") == "from the parent"
+            assert f.commands.run("pgrep -c sleep").stdout == "1\n"  # memory too
             f.files.write("/home/user/data.txt", f"child {i}")
         assert [f.files.read("/home/user/data.txt") for f in forks] == ["child 0", "child 1", "child 2"]
         assert Sandbox.get_info(forks[0].sandbox_id).metadata == {"role": "parent"}
@@ -168,6 +176,7 @@ def test_snapshot_is_a_template_and_forks_share_the_parents_files():
                            headers={"X-API-KEY": os.environ["E2B_API_KEY"]}, json={"count": bad})
             assert r.status_code == 400, (bad, r.text)
         assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+        assert Sandbox.delete_snapshot(files_only.snapshot_id) is True
         assert Sandbox.delete_snapshot(snap.snapshot_id) is False
         # The sandbox started from it keeps its files (its layers stay while it runs).
         assert c.files.read("/home/user/data.txt") == "from the parent"

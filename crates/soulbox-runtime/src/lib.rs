@@ -97,6 +97,9 @@ pub struct Rootfs {
     pub user: Option<String>,
     /// Their working directory when a request names none.
     pub workdir: Option<String>,
+    /// A checkpoint of processes to restore on these layers (a memory snapshot's images);
+    /// `None`: a fresh init.
+    pub memory: Option<PathBuf>,
 }
 
 /// A running sandbox as the runtime knows it.
@@ -118,6 +121,9 @@ pub struct SandboxInfo {
     /// The read-only layers it runs on, topmost first (kept while it runs).
     #[serde(skip)]
     pub layers: Vec<PathBuf>,
+    /// Its processes were restored from a memory snapshot when it was created (rather than
+    /// started afresh).
+    pub restored: bool,
 }
 
 /// Usage of one sandbox.

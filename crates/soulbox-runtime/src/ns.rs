@@ -305,17 +305,13 @@ impl NsBackend {
     }
 
     /// Everything before the agent answers; blocking. On error, `guard` undoes it all.
-    fn start(
-        &self,
-        id: &str,
-        spec: &SandboxSpec,
-        guard: &mut CreateGuard,
-    ) -> Result<(i32, PathBuf, ChildStderr, SandboxState)> {
+    fn start(&self, id: &str, spec: &SandboxSpec, guard: &mut CreateGuard) -> Result<Started> {
         spec.limits.validate()?;
         let (layers, user, workdir) = match &spec.rootfs {
             Some(r) => (r.layers.clone(), r.user.clone(), r.workdir.clone()),
             None => (self.templates.get(&spec.template)?.layers, None, None),
         };
+        let memory = spec.rootfs.as_ref().and_then(|r| r.memory.clone());
         let dir = self.sandbox_dir(id);
         std::fs::create_dir(&dir).map_err(io_err(&dir))?;
         guard.dir = Some(dir.clone());
@@ -358,8 +354,58 @@ impl NsBackend {
             running: None,
             paused: None,
         };
-        let (pid, socket, stderr) = self.boot(&mut state, guard, None)?;
-        Ok((pid, socket, stderr, state))
+        let restored = memory.is_some();
+        let (restore, agent_token) = match &memory {
+            Some(images) => {
+                let (r, token) = self.restore_into(images, &dir, ids)?;
+                (Some(r), token)
+            }
+            None => (None, state.init.access_token.clone()),
+        };
+        let (pid, socket, stderr) = self.boot(&mut state, guard, restore)?;
+        Ok(Started {
+            pid,
+            socket,
+            stderr,
+            state,
+            agent_token,
+            restored,
+        })
+    }
+
+    /// Prepares the restore of a memory snapshot's `images` as the processes of a new sandbox
+    /// in `dir` with the id range at `ids`: its own copy of the images (hard links, but for
+    /// the user namespace's, moved to its ids). Returns the restore and the envd token the
+    /// restored agent holds.
+    fn restore_into(
+        &self,
+        images: &Path,
+        dir: &Path,
+        ids: u32,
+    ) -> Result<(RestoreSpec, Option<String>)> {
+        let criu = self.cfg.criu.as_ref().ok_or_else(|| {
+            RuntimeError::InvalidSpec(
+                "a memory snapshot needs CRIU, which this runtime lacks".into(),
+            )
+        })?;
+        let info = checkpoint::CheckpointInfo::read_from(images)?;
+        let mine = dir.join(checkpoint::CHECKPOINT_DIR);
+        std::fs::create_dir(&mine).map_err(io_err(&mine))?;
+        for e in std::fs::read_dir(images).map_err(io_err(images))? {
+            let e = e.map_err(io_err(images))?;
+            let to = mine.join(e.file_name());
+            std::fs::hard_link(e.path(), &to).map_err(io_err(&to))?;
+        }
+        checkpoint::remap_ids(&mine, info.id_base, ids)?;
+        Ok((
+            RestoreSpec {
+                criu: criu.path.clone(),
+                images: mine,
+                listener: info.listener,
+                external_mounts: info.external_mounts,
+            },
+            info.access_token,
+        ))
     }
 
     /// Starts the processes of a sandbox whose directory, id range and writable layer exist
@@ -504,6 +550,17 @@ impl NsBackend {
     }
 }
 
+/// A sandbox whose init runs, before its agent answered.
+struct Started {
+    pid: i32,
+    socket: PathBuf,
+    stderr: ChildStderr,
+    state: SandboxState,
+    /// The envd token its agent holds now: a restored one's is its snapshot's.
+    agent_token: Option<String>,
+    restored: bool,
+}
+
 /// What a create has taken so far, given back if it fails.
 #[derive(Default)]
 struct CreateGuard {
@@ -515,6 +572,21 @@ struct CreateGuard {
 }
 
 /// The last 16 KiB of what a pipe carries until its writers are gone.
+/// Gives a restored agent the configuration of its new sandbox (envd token, env vars), in
+/// place of its snapshot's.
+async fn rekey(mut agent: AgentClient, init: &InitSpec) -> Result<()> {
+    let body = serde_json::to_value(init).map_err(|e| RuntimeError::Launch(e.to_string()))?;
+    let r = agent.post_json("/init", &body).await?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Launch(format!(
+            "the restored agent refused its new configuration: {}",
+            r.status()
+        )))
+    }
+}
+
 fn read_tail(r: impl std::io::Read) -> String {
     use std::io::Read;
     let mut buf = Vec::new();
@@ -563,23 +635,48 @@ impl Backend for Arc<NsBackend> {
         let me = Arc::clone(self);
         let (id2, spec2) = (id.clone(), spec.clone());
         let started = tokio::task::spawn_blocking(move || {
-            let mut guard = CreateGuard::default();
-            match me.start(&id2, &spec2, &mut guard) {
-                Ok(v) => Ok((v, guard)),
-                Err(e) => {
-                    if guard.dir.is_some() || guard.cgroup.is_some() {
-                        me.teardown(&id2, guard.pid, guard.slot.take(), guard.ids);
+            let attempt = |spec: &SandboxSpec| {
+                let mut guard = CreateGuard::default();
+                match me.start(&id2, spec, &mut guard) {
+                    Ok(v) => Ok((v, guard)),
+                    Err(e) => {
+                        if guard.dir.is_some() || guard.cgroup.is_some() {
+                            me.teardown(&id2, guard.pid, guard.slot.take(), guard.ids);
+                        }
+                        Err(e)
                     }
-                    Err(e)
                 }
+            };
+            match attempt(&spec2) {
+                // A memory snapshot that cannot be restored still has its files.
+                Err(e) if spec2.rootfs.as_ref().is_some_and(|r| r.memory.is_some()) => {
+                    tracing::warn!(sandbox_id = %id2, "restoring the snapshot's memory failed, starting on its files: {e}");
+                    let mut files_only = spec2.clone();
+                    if let Some(r) = files_only.rootfs.as_mut() {
+                        r.memory = None;
+                    }
+                    attempt(&files_only)
+                }
+                r => r,
             }
         })
         .await
         .map_err(|e| RuntimeError::Launch(e.to_string()))?;
-        let ((pid, socket, stderr, state), mut guard) = started?;
-        if let Err(e) =
-            AgentClient::wait_ready(&socket, spec.access_token.clone(), READY_TIMEOUT).await
+        let (started, mut guard) = started?;
+        let Started {
+            pid,
+            socket,
+            stderr,
+            state,
+            agent_token,
+            restored,
+        } = started;
+        let ready = match AgentClient::wait_ready(&socket, agent_token.clone(), READY_TIMEOUT).await
         {
+            Ok(c) if agent_token != spec.access_token => rekey(c, &state.init).await,
+            r => r.map(|_| ()).map_err(RuntimeError::from),
+        };
+        if let Err(e) = ready {
             let me = Arc::clone(self);
             let (id2, slot, ids) = (id.clone(), guard.slot.take(), guard.ids);
             // The agent is killed first, so its stderr ends.
@@ -603,7 +700,11 @@ impl Backend for Arc<NsBackend> {
                 tokio::task::spawn_blocking(move || me.teardown(&id2, Some(pid), slot, ids)).await;
             return Err(e);
         }
-        let info = self.info_of(&state, pid);
+        if restored {
+            fs_util::remove_tree(&self.sandbox_dir(&id).join(checkpoint::CHECKPOINT_DIR));
+        }
+        let mut info = self.info_of(&state, pid);
+        info.restored = restored;
         if let Ok(mut s) = self.sandboxes.lock() {
             s.insert(
                 id,
@@ -708,6 +809,7 @@ impl NsBackend {
             access_token: state.init.access_token.clone(),
             created_unix_ms: state.created_unix_ms,
             layers: state.layers.clone(),
+            restored: false,
         }
     }
 

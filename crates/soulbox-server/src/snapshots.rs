@@ -1,9 +1,12 @@
 //! Snapshots and forks (spec §2.3): a sandbox's writable layer becomes one more layer in the
-//! layer store, on top of the layers the sandbox stands on. A snapshot is then a template of
-//! the team (`Sandbox.create(snapshot_id)`, `list_snapshots`, `delete_snapshot`); a fork starts
-//! sandboxes on that stack straight away. The parent runs on: it is frozen only while its
-//! writes are synced and its image copied. Children share every layer, copy-on-write; only a
-//! filesystem copy is made (processes are not: no CRIU yet).
+//! layer store, on top of the layers the sandbox stands on, and (with CRIU, unless `memory:
+//! false`) a checkpoint of its processes one more above that, taken in the same freeze. A
+//! snapshot is then a template of the team (`Sandbox.create(snapshot_id)`, `list_snapshots`,
+//! `delete_snapshot`) whose sandboxes start with the parent's processes restored; a fork
+//! starts sandboxes on that stack straight away. The parent runs on: it is frozen only while
+//! its writes are synced, its image copied and its processes dumped (its open streams with
+//! the host are cut; its commands go on, and `connect(pid)` reaches them again). Children
+//! share every layer, copy-on-write.
 
 use crate::api::{find, offset_token, parse, Team};
 use crate::error::{ApiError, ApiResult, Body};
@@ -36,11 +39,11 @@ struct SnapshotBody {
     memory: Option<bool>,
 }
 
-/// Makes the layer of sandbox `rec`'s files and returns the image a sandbox of them starts
-/// with: its layers plus the new one, its env vars, user and working directory, and its
-/// template's start command. The caller holds the layer collector off (`layer_gc`) until
-/// the layer is in use.
-async fn snapshot_image(st: &AppState, rec: &SandboxRecord) -> ApiResult<Image> {
+/// Makes the layer of sandbox `rec`'s files (and, if `memory` and it runs, of its processes)
+/// and returns the image a sandbox of them starts with: its layers plus the new one, its env
+/// vars, user and working directory, and its template's start command. The caller holds the
+/// layer collector off (`layer_gc`) until the layers are in use.
+async fn snapshot_image(st: &AppState, rec: &SandboxRecord, memory: bool) -> ApiResult<Image> {
     let state = st
         .backend
         .state_of(&rec.id)
@@ -58,17 +61,42 @@ async fn snapshot_image(st: &AppState, rec: &SandboxRecord) -> ApiResult<Image> 
     let (backend, sandbox) = (st.backend.clone(), rec.id.clone());
     let layers = st.backend.templates().layers().clone();
     let (id2, made_by2) = (id.clone(), made_by.clone());
-    tokio::task::spawn_blocking(move || {
+    // The checkpoint is made beside the sandbox, then moved into a layer of its own.
+    let images = st.backend.sandbox_dir(&rec.id).join("snapshot-memory");
+    let images2 = images.clone();
+    let memory_id = LayerId::derive(Some(&id), &format!("memory of the {made_by}"));
+    let memory_layer = tokio::task::spawn_blocking(move || {
+        let mut saved = false;
         layers.create(&id2, parent.as_ref(), &made_by2, false, |root| {
-            backend
-                .snapshot_blocking(&sandbox, root)
-                .map_err(|e| e.to_string())
-        })
+            let memory = memory.then_some(images2.as_path());
+            saved = backend
+                .snapshot_blocking(&sandbox, root, memory)
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })?;
+        if !saved {
+            return Ok(None);
+        }
+        let made = layers.create(&memory_id, Some(&id2), "checkpoint", false, |root| {
+            for e in std::fs::read_dir(&images2)
+                .map_err(|e| e.to_string())?
+                .flatten()
+            {
+                std::fs::rename(e.path(), root.join(e.file_name())).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        let _ = std::fs::remove_dir_all(&images2);
+        made.map(|_| Some(memory_id))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(format!("snapshot of {}: {e}", rec.id)))?;
+    let _ = std::fs::remove_dir_all(&images);
     below.push(id);
+    if memory && memory_layer.is_none() {
+        tracing::info!(sandbox_id = %rec.id, "snapshot of the files only: its processes could not be checkpointed (see above) or the server has no CRIU");
+    }
     let template = crate::templates::api::resolve(st, &rec.team_id, &rec.template)
         .await
         .ok()
@@ -80,6 +108,7 @@ async fn snapshot_image(st: &AppState, rec: &SandboxRecord) -> ApiResult<Image> 
         workdir: state.init.default_workdir.clone(),
         start_cmd: template.as_ref().and_then(|(_, i)| i.start_cmd.clone()),
         ready_cmd: template.and_then(|(_, i)| i.ready_cmd),
+        memory: memory_layer,
     })
 }
 
@@ -100,12 +129,9 @@ async fn create_snapshot(
         ),
     };
     let (name, _tag) = crate::templates::parse_name(&name).map_err(ApiError::BadRequest)?;
-    if req.memory == Some(true) {
-        tracing::info!(sandbox_id = %rec.id, "snapshot of the files only: a memory snapshot needs CRIU, which this server does not use");
-    }
     let _one = st.pausing.lock(&rec.id).await;
     let _gc = st.layer_gc.read().await;
-    let image = snapshot_image(&st, &rec).await?;
+    let image = snapshot_image(&st, &rec, req.memory.unwrap_or(true)).await?;
     let t = st
         .store
         .insert_snapshot(
@@ -167,6 +193,8 @@ async fn list(
 struct ForkBody {
     timeout: Option<i64>,
     count: Option<i64>,
+    /// `false`: the children start afresh on the parent's files.
+    memory: Option<bool>,
 }
 
 /// `count` new sandboxes with the parent's files (and env vars, metadata, limits); the parent
@@ -189,7 +217,7 @@ async fn fork(
     let timeout = crate::api::check_timeout(&st, req.timeout.unwrap_or(rec.timeout_ms / 1000))?;
     let one = st.pausing.lock(&rec.id).await;
     let _gc = st.layer_gc.read().await;
-    let image = snapshot_image(&st, &rec).await?;
+    let image = snapshot_image(&st, &rec, req.memory.unwrap_or(true)).await?;
     drop(one);
     let t = TemplateRecord {
         id: rec.template.clone(),
@@ -229,6 +257,16 @@ async fn fork(
             Err(e) => json!({"error": {"code": e.status().as_u16(), "message": e.to_string()}}),
         })
         .collect();
-    tracing::info!(sandbox_id = %rec.id, count, "sandbox forked");
+    // The checkpoint was these children's only: once they run, collect it (their files'
+    // layer stays while they use it).
+    if image.memory.is_some() {
+        let st = st.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::templates::api::collect_layers(&st).await {
+                tracing::warn!("collecting a fork's checkpoint: {e}");
+            }
+        });
+    }
+    tracing::info!(sandbox_id = %rec.id, count, memory = image.memory.is_some(), "sandbox forked");
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }

@@ -110,6 +110,8 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn create(&self, id: &str, limits: &Limits) -> Result<Vec<PathBuf>>;
     fn stats(&self, id: &str) -> Result<Stats>;
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()>;
+    /// The group `set_frozen` freezes (what CRIU's `--freeze-cgroup` takes).
+    fn freezer_dir(&self, id: &str) -> PathBuf;
     /// Pids in the sandbox's groups.
     fn pids(&self, id: &str) -> Vec<i32>;
     /// Kills every process in the groups and removes them. Idempotent.

@@ -170,6 +170,10 @@ impl CgroupManager for V1 {
         })
     }
 
+    fn freezer_dir(&self, id: &str) -> PathBuf {
+        self.freezer.join(id)
+    }
+
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         let state = self.freezer.join(id).join("freezer.state");
         write(&state, if frozen { "FROZEN" } else { "THAWED" })?;

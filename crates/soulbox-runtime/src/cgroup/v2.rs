@@ -105,6 +105,10 @@ impl CgroupManager for V2 {
         })
     }
 
+    fn freezer_dir(&self, id: &str) -> PathBuf {
+        self.base.join(id)
+    }
+
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         let d = self.base.join(id);
         write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;

@@ -84,9 +84,29 @@ pub struct CheckpointInfo {
     /// The agent's listening socket (`socket:[inode]`).
     pub listener: String,
     pub external_mounts: Vec<String>,
+    /// The sandbox's first host id when it was checkpointed: a sandbox restored from it with
+    /// another id range (a fork) has its user namespace's map moved ([`remap_ids`]).
+    #[serde(default)]
+    pub id_base: u32,
+    /// The envd token its agent holds: a sandbox restored from it with a token of its own
+    /// authenticates once with this one to replace it.
+    #[serde(default)]
+    pub access_token: Option<String>,
 }
 
 impl CheckpointInfo {
+    /// The checkpoint in `images`.
+    pub fn read_from(images: &Path) -> Result<CheckpointInfo> {
+        let path = images.join(INFO_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| RuntimeError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RuntimeError::Launch(format!("{}: {e}", path.display())))
+    }
+
+    /// The checkpoint of the sandbox whose directory is `dir`.
     pub fn read(dir: &Path) -> Result<CheckpointInfo> {
         let path = dir.join(CHECKPOINT_DIR).join(INFO_FILE);
         let bytes = std::fs::read(&path).map_err(|source| RuntimeError::Io {
@@ -98,12 +118,27 @@ impl CheckpointInfo {
     }
 }
 
-/// Checkpoints the processes under init `pid` into `dir/checkpoint` and ends them. On error
-/// they run on (CRIU resumes them) and no checkpoint is left.
-pub fn dump(criu: &Criu, pid: i32, dir: &Path) -> Result<CheckpointInfo> {
-    let images = dir.join(CHECKPOINT_DIR);
-    crate::fs_util::remove_tree(&images);
-    std::fs::create_dir(&images).map_err(super::io_err(&images))?;
+/// How a dump leaves the processes.
+pub enum After<'a> {
+    /// Ended (a full pause).
+    End,
+    /// Running on (a snapshot or fork). They are in this freezer cgroup, frozen by the caller
+    /// while it copied their files (after [`drop_host_connections`]), and CRIU leaves it
+    /// frozen.
+    RunOn { frozen_cgroup: &'a Path },
+}
+
+/// Checkpoints the processes under init `pid`, of the sandbox described by `state`, into
+/// `images` (made afresh). On error they run on (CRIU resumes them) and no checkpoint is left.
+pub fn dump(
+    criu: &Criu,
+    pid: i32,
+    state: &super::state::SandboxState,
+    images: &Path,
+    after: After,
+) -> Result<CheckpointInfo> {
+    crate::fs_util::remove_tree(images);
+    std::fs::create_dir(images).map_err(super::io_err(images))?;
     let fd = format!("/proc/{pid}/fd/{}", crate::jail::AGENT_LISTEN_FD);
     let listener = std::fs::read_link(&fd)
         .map_err(super::io_err(Path::new(&fd)))?
@@ -112,8 +147,12 @@ pub fn dump(criu: &Criu, pid: i32, dir: &Path) -> Result<CheckpointInfo> {
     let info = CheckpointInfo {
         listener,
         external_mounts: external_mounts(pid)?,
+        id_base: state.id_base,
+        access_token: state.init.access_token.clone(),
     };
-    drop_host_connections(pid)?;
+    if matches!(after, After::End) {
+        drop_host_connections(pid)?;
+    }
     let netns_path = format!("/proc/{pid}/ns/net");
     let netns = std::fs::File::open(&netns_path).map_err(super::io_err(Path::new(&netns_path)))?;
     let mut cmd = Command::new(&criu.path);
@@ -121,7 +160,7 @@ pub fn dump(criu: &Criu, pid: i32, dir: &Path) -> Result<CheckpointInfo> {
         .arg("--tree")
         .arg(pid.to_string())
         .arg("--images-dir")
-        .arg(&images)
+        .arg(images)
         .args(["--log-file", "dump.log", "-v2"])
         // Open connections are saved (and closed at the restore) rather than refusing the dump.
         .arg("--tcp-established")
@@ -132,6 +171,11 @@ pub fn dump(criu: &Criu, pid: i32, dir: &Path) -> Result<CheckpointInfo> {
     for m in &info.external_mounts {
         cmd.arg("--external")
             .arg(format!("mnt[{m}]:{}", mount_key(m)));
+    }
+    if let After::RunOn { frozen_cgroup } = after {
+        cmd.arg("--leave-running")
+            .arg("--freeze-cgroup")
+            .arg(frozen_cgroup);
     }
     let raw = netns.as_raw_fd();
     // SAFETY: only setns (async-signal-safe) between fork and exec.
@@ -149,10 +193,10 @@ pub fn dump(criu: &Criu, pid: i32, dir: &Path) -> Result<CheckpointInfo> {
         .map_err(|e| RuntimeError::Launch(format!("running {}: {e}", criu.path.display())))?;
     if !out.status.success() {
         let why = log_errors(&images.join("dump.log"));
-        crate::fs_util::remove_tree(&images);
+        crate::fs_util::remove_tree(images);
         return Err(RuntimeError::Launch(format!("criu dump failed: {why}")));
     }
-    sync_dir(&images)?;
+    sync_dir(images)?;
     let bytes = serde_json::to_vec(&info).map_err(|e| RuntimeError::Launch(e.to_string()))?;
     let path = images.join(INFO_FILE);
     crate::fs_util::write_atomic(&path, &bytes, 0o600)
@@ -165,8 +209,9 @@ const DROP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Has the agent (init `pid`) drop its connections with the host and waits until their
 /// sockets are gone. They live in the host's network namespace (a unix connection's accepted
-/// end belongs to the connecting side's namespace), where the checkpoint cannot reach.
-fn drop_host_connections(pid: i32) -> Result<()> {
+/// end belongs to the connecting side's namespace), where the checkpoint cannot reach. A
+/// dump that leaves the processes running needs this done before they are frozen.
+pub fn drop_host_connections(pid: i32) -> Result<()> {
     let agent = nix::unistd::Pid::from_raw(pid);
     nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGUSR1)
         .map_err(|e| RuntimeError::Launch(format!("signalling the agent: {e}")))?;
@@ -247,4 +292,67 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(super::io_err(dir))
+}
+
+/// CRIU's image of a user namespace (images/userns.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+struct UsernsEntry {
+    #[prost(message, repeated, tag = "1")]
+    uid_map: Vec<IdExtent>,
+    #[prost(message, repeated, tag = "2")]
+    gid_map: Vec<IdExtent>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct IdExtent {
+    #[prost(uint32, required, tag = "1")]
+    first: u32,
+    #[prost(uint32, required, tag = "2")]
+    lower_first: u32,
+    #[prost(uint32, required, tag = "3")]
+    count: u32,
+}
+
+/// Moves the user namespace of the checkpoint in `images` from the host ids at `from` to
+/// those at `to` (a range of [`crate::jail::ID_RANGE`] ids each): the processes of a fork run
+/// as the fork's own ids. An image is two magic words, then entries, each a little-endian
+/// length and a protobuf message.
+pub fn remap_ids(images: &Path, from: u32, to: u32) -> Result<()> {
+    use prost::Message;
+    let bad = |p: &Path, what: &str| RuntimeError::Launch(format!("{}: {what}", p.display()));
+    let entries = std::fs::read_dir(images).map_err(super::io_err(images))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("userns-") && name.ends_with(".img")) {
+            continue;
+        }
+        let path = e.path();
+        let raw = std::fs::read(&path).map_err(super::io_err(&path))?;
+        if raw.len() < 12 {
+            return Err(bad(&path, "too short"));
+        }
+        let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]) as usize;
+        let body = raw
+            .get(12..12 + len)
+            .ok_or_else(|| bad(&path, "truncated"))?;
+        let mut entry = UsernsEntry::decode(body).map_err(|e| bad(&path, &e.to_string()))?;
+        for x in entry.uid_map.iter_mut().chain(entry.gid_map.iter_mut()) {
+            let off = x
+                .lower_first
+                .checked_sub(from)
+                .filter(|o| o + x.count <= crate::jail::ID_RANGE)
+                .ok_or_else(|| bad(&path, "an id outside the sandbox's range"))?;
+            x.lower_first = to + off;
+        }
+        let mut out = raw[..8].to_vec();
+        let body = entry.encode_to_vec();
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&raw[12 + len..]);
+        // A new file: the old name may be a hard link to a memory snapshot's image.
+        let _ = std::fs::remove_file(&path);
+        crate::fs_util::write_atomic(&path, &out, 0o644)
+            .map_err(|source| RuntimeError::Io { path, source })?;
+    }
+    Ok(())
 }

@@ -44,8 +44,10 @@ impl NsBackend {
     /// Copies sandbox `id`'s writable layer into `dest` (an empty directory, natural ids)
     /// while it goes on: a running sandbox is frozen for as long as it takes to sync its
     /// writes and copy its image (sparsely), then thawed; a paused one is read as it lies.
-    /// Blocking. Needs an ext4 writable layer.
-    pub fn snapshot_blocking(&self, id: &str, dest: &Path) -> Result<()> {
+    /// With `memory` (and CRIU), its processes are checkpointed there too, in the same
+    /// freeze: files and memory of one instant. Returns whether they were; a checkpoint that
+    /// fails leaves a snapshot of the files. Blocking. Needs an ext4 writable layer.
+    pub fn snapshot_blocking(&self, id: &str, dest: &Path, memory: Option<&Path>) -> Result<bool> {
         let running = self.get_info(id).is_some();
         let base = match self.state_of(id) {
             Some(s) if running || self.is_paused_on_disk(id) => s.id_base,
@@ -59,11 +61,36 @@ impl NsBackend {
             ));
         }
         let copy = dir.join("snapshot.img");
+        let criu = self.cfg.criu.as_ref().filter(|_| running);
+        let (pid, state) = (self.get_info(id).map(|i| i.pid), self.state_of(id));
+        let mut saved = false;
         let copied = if running {
+            // The agent drops the host's connections while it still runs; then nothing of the
+            // sandbox runs until the copy (and the checkpoint) are made.
+            let memory = match (memory, criu, pid) {
+                (Some(m), Some(c), Some(p)) => match super::checkpoint::drop_host_connections(p) {
+                    Ok(()) => Some((m, c, p)),
+                    Err(e) => {
+                        tracing::warn!(sandbox_id = id, "snapshot of the files only: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            };
             self.cgroups.set_frozen(id, true)?;
             // Every write of the frozen processes, through the loop device, into the image.
             nix::unistd::sync();
             let r = crate::fs_util::sparse_copy(&image, &copy).map_err(io_err(&copy));
+            if let (Ok(()), Some((images, criu, pid)), Some(state)) = (&r, memory, &state) {
+                let frozen_cgroup = self.cgroups.freezer_dir(id);
+                let after = super::checkpoint::After::RunOn {
+                    frozen_cgroup: &frozen_cgroup,
+                };
+                match super::checkpoint::dump(criu, pid, state, images, after) {
+                    Ok(_) => saved = true,
+                    Err(e) => tracing::warn!(sandbox_id = id, "snapshot of the files only: {e}"),
+                }
+            }
             if let Err(e) = self.cgroups.set_frozen(id, false) {
                 tracing::error!(sandbox_id = id, "thawing after a snapshot: {e}");
             }
@@ -73,7 +100,7 @@ impl NsBackend {
         };
         let out = copied.and_then(|()| export(&copy, &dir.join("export"), dest, base));
         let _ = std::fs::remove_file(&copy);
-        out
+        out.map(|()| saved)
     }
 }
 

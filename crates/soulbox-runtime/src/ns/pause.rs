@@ -87,7 +87,10 @@ impl NsBackend {
             .map_err(|_| poisoned())?
             .remove(id)
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        let mode = match criu.map(|c| checkpoint::dump(c, entry.info.pid, &dir)) {
+        let images = dir.join(CHECKPOINT_DIR);
+        let dumped = criu
+            .map(|c| checkpoint::dump(c, entry.info.pid, &state, &images, checkpoint::After::End));
+        let mode = match dumped {
             Some(Ok(_)) => PauseMode::Full,
             Some(Err(e)) => {
                 tracing::warn!(

@@ -523,6 +523,13 @@ pub async fn start_sandbox(
         .map_err(|e| ApiError::Internal(format!("template '{}': {e}", t.name)))?;
     let mut env: BTreeMap<String, String> = image.env.iter().cloned().collect();
     env.extend(env_vars);
+    let memory = match &image.memory {
+        Some(m) => layers
+            .stack(std::slice::from_ref(m))
+            .map_err(|e| ApiError::Internal(format!("template '{}': {e}", t.name)))?
+            .pop(),
+        None => None,
+    };
     let token = access_token.unwrap_or_else(soulbox_runtime::ns::new_token);
     let spec = SandboxSpec {
         template: t.name.clone(),
@@ -539,6 +546,7 @@ pub async fn start_sandbox(
             layers: stack,
             user: image.user.clone(),
             workdir: image.workdir.clone(),
+            memory,
         }),
         writable_layer: None,
     };
@@ -548,7 +556,8 @@ pub async fn start_sandbox(
         backend: Arc::clone(&st.backend),
         id: Some(info.id.clone()),
     };
-    if let Some(cmd) = &image.start_cmd {
+    // Restored from a memory snapshot, the start command's processes run already.
+    if let Some(cmd) = image.start_cmd.as_ref().filter(|_| !info.restored) {
         start_and_wait(&info, &token, image, cmd)
             .await
             .map_err(ApiError::Internal)?;

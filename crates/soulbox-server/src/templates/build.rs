@@ -508,6 +508,7 @@ async fn run_step(
             layers: stack,
             user: None,
             workdir: None,
+            memory: None,
         }),
         writable_layer: Some(soulbox_runtime::ns::WritableLayer::Ext4),
     };

@@ -388,6 +388,7 @@ impl Store {
             let raw: String = r.get("image");
             if let Ok(i) = serde_json::from_str::<Image>(&raw) {
                 out.extend(i.layers);
+                out.extend(i.memory);
             }
         }
         Ok(out)

@@ -23,6 +23,10 @@ pub struct Image {
     pub workdir: Option<String>,
     pub start_cmd: Option<String>,
     pub ready_cmd: Option<String>,
+    /// A memory snapshot's layer: CRIU's images of the processes a sandbox of this image
+    /// starts with, restored on the layers above (`None`: a fresh start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<LayerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
