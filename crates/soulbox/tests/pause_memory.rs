@@ -151,3 +151,143 @@ async fn a_checkpoint_that_cannot_be_restored_falls_back_to_the_files() {
     assert_eq!(text(&out.stdout), "kept\n0\n");
     sb.kill().await;
 }
+
+/// What the kernel says of a host process: its seccomp mode, capabilities and host uid.
+fn jail_of(pid: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            ["Uid:", "Seccomp:", "CapEff:", "CapBnd:", "NoNewPrivs:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// The host pid of the sandbox's `sleep 424242` (given a moment to start).
+fn sleeper(b: &soulbox_runtime::ns::NsBackend, id: &str) -> i32 {
+    let find = || {
+        b.cgroups().pids(id).into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.ends_with(b"424242\0") && c.windows(5).any(|w| w == b"sleep"))
+        })
+    };
+    for _ in 0..200 {
+        if let Some(p) = find() {
+            return p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let all: Vec<String> = b
+        .cgroups()
+        .pids(id)
+        .iter()
+        .map(|p| {
+            String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default(),
+            )
+            .into_owned()
+        })
+        .collect();
+    panic!("no sleep 424242 in {id}: {all:?}")
+}
+
+/// The isolation boundary across a checkpoint: a restored process is as jailed as before
+/// (seccomp, capabilities, host uid), and a sandbox restored from another's memory snapshot
+/// runs as its own ids and answers only its own envd token.
+#[tokio::test]
+async fn restored_processes_keep_their_jail_and_a_snapshots_children_their_own_ids() {
+    with_criu();
+    let sb = Sandbox::new(Limits::default(), false).await;
+    let (b, id) = (backend(), sb.info.id.clone());
+    sb.sh_as(None, "nohup sleep 424242 >/dev/null 2>&1 &").await;
+    let before = jail_of(sleeper(&b, &id));
+    assert!(
+        before.iter().any(|l| l.starts_with("Seccomp:\t2")),
+        "{before:?}"
+    );
+    assert_eq!(pause(&id, true).await, PauseMode::Full);
+    b.resume_from_disk(&id, true).await.unwrap();
+    assert_eq!(
+        jail_of(sleeper(&b, &id)),
+        before,
+        "the same jail after the restore"
+    );
+    let refused = sb
+        .root("unshare -U true 2>&1; mount -t tmpfs x /mnt 2>&1; echo done")
+        .await;
+    let said = text(&refused.stdout);
+    assert!(
+        !said.contains("\n0\n") && said.ends_with("done\n"),
+        "{said}"
+    );
+    assert!(
+        said.contains("ermission") || said.contains("not permitted"),
+        "{said}"
+    );
+
+    // A memory snapshot, and a new sandbox restored from it.
+    let dir = b.data_dir().join(format!("test-snapshot-{id}"));
+    let (files, images) = (dir.join("files"), dir.join("memory"));
+    std::fs::create_dir_all(&files).unwrap();
+    let (b2, id2, f2, i2) = (b.clone(), id.clone(), files.clone(), images.clone());
+    let saved = tokio::task::spawn_blocking(move || b2.snapshot_blocking(&id2, &f2, Some(&i2)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(saved, "the processes were checkpointed");
+    let parent = b.state_of(&id).unwrap();
+    let mut spec = common::spec(Limits::default(), false);
+    spec.access_token = Some("child-token".into());
+    spec.rootfs = Some(soulbox_runtime::Rootfs {
+        layers: std::iter::once(files.clone())
+            .chain(parent.layers.clone())
+            .collect(),
+        user: parent.init.default_user.clone(),
+        workdir: parent.init.default_workdir.clone(),
+        memory: Some(images.clone()),
+    });
+    let child = b.create(spec).await.unwrap();
+    assert!(child.restored, "restored, not booted");
+    let child_base = b.state_of(&child.id).unwrap().id_base;
+    assert_ne!(child_base, parent.id_base);
+    let uid: u32 = jail_of(sleeper(&b, &child.id))
+        .iter()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|u| u.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(
+        (child_base..child_base + soulbox_runtime::jail::ID_RANGE).contains(&uid),
+        "the child's process runs as its own ids: {uid} vs base {child_base}"
+    );
+    // Its agent answers its own token only, not the parent's.
+    let mut theirs = soulbox_runtime::agent_client::AgentClient::connect(
+        &child.socket,
+        parent.init.access_token.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        theirs.sh("true", None).await.is_err(),
+        "the parent's token is refused"
+    );
+    let mut mine = soulbox_runtime::agent_client::AgentClient::connect(
+        &child.socket,
+        child.access_token.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        text(&mine.sh("echo ok", None).await.unwrap().stdout),
+        "ok\n"
+    );
+    assert!(
+        !b.sandbox_dir(&child.id).join(CHECKPOINT_DIR).exists(),
+        "the child's copy of the checkpoint is gone once restored"
+    );
+    b.kill(&child.id).await.unwrap();
+    sb.kill().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
