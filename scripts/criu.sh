@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the CRIU that full pauses use (docs/persistence.md) and installs it as
 # /usr/local/sbin/criu: 4.1.1 from Debian's source (Debian 12's own 3.17 fails on current
-# kernels), with one patch of ours (scripts/criu/*.patch: rlimits read from /proc when the
-# host withholds CAP_SYS_RESOURCE from root). Idempotent; takes about half a minute.
+# kernels), with two patches of ours (scripts/criu/*.patch): rlimits read from /proc when the
+# host withholds CAP_SYS_RESOURCE from root, and CRIU_USERNS_OWNER, so a restored sandbox's user
+# namespace belongs to the sandbox's own host uid, not to root. Idempotent; about half a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSION=4.1.1
-STAMP="$VERSION+soulbox1"
+STAMP="$VERSION+soulbox3"
 SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
 URL="http://deb.debian.org/debian/pool/main/c/criu/criu_${VERSION}.orig.tar.xz"
 STAMP_FILE=/usr/local/lib/soulbox/criu.version

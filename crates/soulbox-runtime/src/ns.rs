@@ -571,7 +571,6 @@ struct CreateGuard {
     ids: Option<u32>,
 }
 
-/// The last 16 KiB of what a pipe carries until its writers are gone.
 /// Gives a restored agent the configuration of its new sandbox (envd token, env vars), in
 /// place of its snapshot's.
 async fn rekey(mut agent: AgentClient, init: &InitSpec) -> Result<()> {
@@ -587,6 +586,7 @@ async fn rekey(mut agent: AgentClient, init: &InitSpec) -> Result<()> {
     }
 }
 
+/// The last 16 KiB of what a pipe carries until its writers are gone.
 fn read_tail(r: impl std::io::Read) -> String {
     use std::io::Read;
     let mut buf = Vec::new();

@@ -90,7 +90,7 @@ impl Pausing {
     }
 
     /// Closes the gate for uploads and waits for those in flight.
-    async fn close(&self, id: &str) -> ApiResult<()> {
+    pub(crate) async fn close(&self, id: &str) -> ApiResult<()> {
         let deadline = tokio::time::Instant::now() + UPLOADS_TIMEOUT;
         {
             let mut g = self.gates.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,7 +115,7 @@ impl Pausing {
         }
     }
 
-    fn open(&self, id: &str) {
+    pub(crate) fn open(&self, id: &str) {
         if let Ok(mut g) = self.gates.lock() {
             if g.get(id).is_some_and(|g| g.uploads == 0) {
                 g.remove(id);

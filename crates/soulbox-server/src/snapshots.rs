@@ -65,6 +65,8 @@ async fn snapshot_image(st: &AppState, rec: &SandboxRecord, memory: bool) -> Api
     let images = st.backend.sandbox_dir(&rec.id).join("snapshot-memory");
     let images2 = images.clone();
     let memory_id = LayerId::derive(Some(&id), &format!("memory of the {made_by}"));
+    // As for a pause: a file being uploaded is in the snapshot whole, or its upload waits.
+    st.pausing.close(&rec.id).await?;
     let memory_layer = tokio::task::spawn_blocking(move || {
         let mut saved = false;
         layers.create(&id2, parent.as_ref(), &made_by2, false, |root| {
@@ -89,10 +91,12 @@ async fn snapshot_image(st: &AppState, rec: &SandboxRecord, memory: bool) -> Api
         let _ = std::fs::remove_dir_all(&images2);
         made.map(|_| Some(memory_id))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("snapshot of {}: {e}", rec.id)))?;
+    .await;
+    st.pausing.open(&rec.id);
     let _ = std::fs::remove_dir_all(&images);
+    let memory_layer = memory_layer
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("snapshot of {}: {e}", rec.id)))?;
     below.push(id);
     if memory && memory_layer.is_none() {
         tracing::info!(sandbox_id = %rec.id, "snapshot of the files only: its processes could not be checkpointed (see above) or the server has no CRIU");

@@ -166,6 +166,24 @@ fn jail_of(pid: i32) -> Vec<String> {
         .collect()
 }
 
+/// The host uid owning the user namespace of process `pid`: the kernel charges that user's
+/// budgets (inotify instances, mqueue bytes, signals) for everything in the namespace.
+fn userns_owner(pid: i32) -> u32 {
+    use std::os::fd::AsRawFd;
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+    let f = std::fs::File::open(format!("/proc/{pid}/ns/user")).unwrap();
+    let mut uid: libc::uid_t = u32::MAX;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) };
+    assert_eq!(
+        r,
+        0,
+        "NS_GET_OWNER_UID: {}",
+        std::io::Error::last_os_error()
+    );
+    uid
+}
+
 /// The host pid of the sandbox's `sleep 424242` (given a moment to start).
 fn sleeper(b: &soulbox_runtime::ns::NsBackend, id: &str) -> i32 {
     let find = || {
@@ -215,6 +233,12 @@ async fn restored_processes_keep_their_jail_and_a_snapshots_children_their_own_i
         before,
         "the same jail after the restore"
     );
+    let base = b.state_of(&id).unwrap().id_base;
+    assert_eq!(
+        userns_owner(sleeper(&b, &id)),
+        base,
+        "its own user namespace, not root's"
+    );
     let refused = sb
         .root("unshare -U true 2>&1; mount -t tmpfs x /mnt 2>&1; echo done")
         .await;
@@ -262,6 +286,7 @@ async fn restored_processes_keep_their_jail_and_a_snapshots_children_their_own_i
         (child_base..child_base + soulbox_runtime::jail::ID_RANGE).contains(&uid),
         "the child's process runs as its own ids: {uid} vs base {child_base}"
     );
+    assert_eq!(userns_owner(sleeper(&b, &child.id)), child_base);
     // Its agent answers its own token only, not the parent's.
     let mut theirs = soulbox_runtime::agent_client::AgentClient::connect(
         &child.socket,

@@ -38,7 +38,12 @@ pub fn restore(spec: &LaunchSpec, r: &RestoreSpec, ns: &OwnedFd, listener: Owned
         .arg("--manage-cgroups=ignore")
         // Connections open at the pause are closed: their peers are long gone.
         .arg("--tcp-close")
-        .arg("--ext-unix-sk")
+        // The sandbox's user namespace is the sandbox's own host uid's, as at a fresh start
+        // (our CRIU's patch): its per-user budgets are never root's.
+        .env(
+            "CRIU_USERNS_OWNER",
+            format!("{}:{}", spec.id_base, spec.id_base),
+        )
         .arg("--inherit-fd")
         .arg(format!("fd[{LISTENER_FD}]:{}", r.listener));
     for m in &r.external_mounts {

@@ -108,13 +108,7 @@ impl CheckpointInfo {
 
     /// The checkpoint of the sandbox whose directory is `dir`.
     pub fn read(dir: &Path) -> Result<CheckpointInfo> {
-        let path = dir.join(CHECKPOINT_DIR).join(INFO_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| RuntimeError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| RuntimeError::Launch(format!("{}: {e}", path.display())))
+        Self::read_from(&dir.join(CHECKPOINT_DIR))
     }
 }
 
@@ -129,7 +123,8 @@ pub enum After<'a> {
 }
 
 /// Checkpoints the processes under init `pid`, of the sandbox described by `state`, into
-/// `images` (made afresh). On error they run on (CRIU resumes them) and no checkpoint is left.
+/// `images` (made afresh). If CRIU fails they run on (it resumes them) and no checkpoint is
+/// left; an error after CRIU succeeded (syncing the images) leaves them as `after` says.
 pub fn dump(
     criu: &Criu,
     pid: i32,
@@ -164,10 +159,11 @@ pub fn dump(
         .args(["--log-file", "dump.log", "-v2"])
         // Open connections are saved (and closed at the restore) rather than refusing the dump.
         .arg("--tcp-established")
-        // The agent's connections to the host, whose ends the host has dropped.
-        .arg("--ext-unix-sk")
+        // No firewall lock: the namespace is the sandbox's alone and its processes are frozen;
+        // CRIU's rules would stay behind in the pooled slot.
+        .args(["--network-lock", "skip"])
         // Deleted files still open (a common temp-file pattern) travel in the checkpoint.
-        .args(["--ghost-limit", "256M"]);
+        .args(["--ghost-limit", "64M"]);
     for m in &info.external_mounts {
         cmd.arg("--external")
             .arg(format!("mnt[{m}]:{}", mount_key(m)));
@@ -340,7 +336,10 @@ pub fn remap_ids(images: &Path, from: u32, to: u32) -> Result<()> {
             let off = x
                 .lower_first
                 .checked_sub(from)
-                .filter(|o| o + x.count <= crate::jail::ID_RANGE)
+                .filter(|o| {
+                    o.checked_add(x.count)
+                        .is_some_and(|end| end <= crate::jail::ID_RANGE)
+                })
                 .ok_or_else(|| bad(&path, "an id outside the sandbox's range"))?;
             x.lower_first = to + off;
         }
@@ -349,8 +348,8 @@ pub fn remap_ids(images: &Path, from: u32, to: u32) -> Result<()> {
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&body);
         out.extend_from_slice(&raw[12 + len..]);
-        // A new file: the old name may be a hard link to a memory snapshot's image.
-        let _ = std::fs::remove_file(&path);
+        // Renamed over the old name, a new inode: the old one may be a hard link to a memory
+        // snapshot's image, which stays as it was.
         crate::fs_util::write_atomic(&path, &out, 0o644)
             .map_err(|source| RuntimeError::Io { path, source })?;
     }

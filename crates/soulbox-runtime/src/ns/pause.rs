@@ -155,8 +155,9 @@ impl NsBackend {
         memory: bool,
     ) -> Result<(SandboxInfo, PauseMode)> {
         let restore = self.restore_spec(id).filter(|_| memory);
+        let mut check = true;
         if let Some(r) = restore {
-            match self.resume_once(id, Some(r)).await {
+            match self.resume_once(id, Some(r), true).await {
                 Ok(info) => {
                     crate::fs_util::remove_tree(&self.sandbox_dir(id).join(CHECKPOINT_DIR));
                     return Ok((info, PauseMode::Full));
@@ -167,10 +168,12 @@ impl NsBackend {
                         sandbox_id = id,
                         "restoring the checkpoint failed, booting on the files: {e}"
                     );
+                    // Checked before the restore; what its processes did since is theirs.
+                    check = false;
                 }
             }
         }
-        let info = self.resume_once(id, None).await?;
+        let info = self.resume_once(id, None, check).await?;
         crate::fs_util::remove_tree(&self.sandbox_dir(id).join(CHECKPOINT_DIR));
         Ok((info, PauseMode::Filesystem))
     }
@@ -201,11 +204,13 @@ impl NsBackend {
         }
     }
 
-    /// One attempt at a resume (see [`NsBackend::resume_from_disk`]).
+    /// One attempt at a resume (see [`NsBackend::resume_from_disk`]); `check`: against the
+    /// manifest first.
     async fn resume_once(
         self: &Arc<Self>,
         id: &str,
         restore: Option<RestoreSpec>,
+        check: bool,
     ) -> Result<SandboxInfo> {
         let mut state = self
             .paused
@@ -218,6 +223,7 @@ impl NsBackend {
             let mut guard = CreateGuard::default();
             let dir = me.sandbox_dir(&state.id);
             let checked = match &state.paused {
+                _ if !check => Ok(()),
                 Some(p) if p.manifest => manifest::verify(&state.id, &dir, &dir.join(UPPER_IMAGE)),
                 _ => {
                     tracing::warn!(sandbox_id = %state.id, "resuming without a manifest to check");
