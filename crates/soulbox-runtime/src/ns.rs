@@ -629,35 +629,22 @@ fn agent_layer(data_dir: &Path, agent: &Path) -> Result<PathBuf> {
     Ok(dir.join("layer"))
 }
 
-impl Backend for Arc<NsBackend> {
-    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+impl NsBackend {
+    /// One attempt at a create (see [`Backend::create`]); on error nothing of it is left.
+    async fn create_once(self: &Arc<Self>, spec: &SandboxSpec) -> Result<SandboxInfo> {
         let id = new_id();
         let me = Arc::clone(self);
         let (id2, spec2) = (id.clone(), spec.clone());
         let started = tokio::task::spawn_blocking(move || {
-            let attempt = |spec: &SandboxSpec| {
-                let mut guard = CreateGuard::default();
-                match me.start(&id2, spec, &mut guard) {
-                    Ok(v) => Ok((v, guard)),
-                    Err(e) => {
-                        if guard.dir.is_some() || guard.cgroup.is_some() {
-                            me.teardown(&id2, guard.pid, guard.slot.take(), guard.ids);
-                        }
-                        Err(e)
+            let mut guard = CreateGuard::default();
+            match me.start(&id2, &spec2, &mut guard) {
+                Ok(v) => Ok((v, guard)),
+                Err(e) => {
+                    if guard.dir.is_some() || guard.cgroup.is_some() {
+                        me.teardown(&id2, guard.pid, guard.slot.take(), guard.ids);
                     }
+                    Err(e)
                 }
-            };
-            match attempt(&spec2) {
-                // A memory snapshot that cannot be restored still has its files.
-                Err(e) if spec2.rootfs.as_ref().is_some_and(|r| r.memory.is_some()) => {
-                    tracing::warn!(sandbox_id = %id2, "restoring the snapshot's memory failed, starting on its files: {e}");
-                    let mut files_only = spec2.clone();
-                    if let Some(r) = files_only.rootfs.as_mut() {
-                        r.memory = None;
-                    }
-                    attempt(&files_only)
-                }
-                r => r,
             }
         })
         .await
@@ -717,6 +704,24 @@ impl Backend for Arc<NsBackend> {
             );
         }
         Ok(info)
+    }
+}
+
+impl Backend for Arc<NsBackend> {
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        match self.create_once(&spec).await {
+            // A memory snapshot that cannot be restored (or whose restored agent does not
+            // answer) still has its files.
+            Err(e) if spec.rootfs.as_ref().is_some_and(|r| r.memory.is_some()) => {
+                tracing::warn!("restoring a snapshot's memory failed, starting on its files: {e}");
+                let mut files_only = spec;
+                if let Some(r) = files_only.rootfs.as_mut() {
+                    r.memory = None;
+                }
+                self.create_once(&files_only).await
+            }
+            r => r,
+        }
     }
 
     async fn kill(&self, id: &str) -> Result<()> {

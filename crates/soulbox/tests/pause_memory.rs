@@ -273,7 +273,7 @@ async fn restored_processes_keep_their_jail_and_a_snapshots_children_their_own_i
         workdir: parent.init.default_workdir.clone(),
         memory: Some(images.clone()),
     });
-    let child = b.create(spec).await.unwrap();
+    let child = b.create(spec.clone()).await.unwrap();
     assert!(child.restored, "restored, not booted");
     let child_base = b.state_of(&child.id).unwrap().id_base;
     assert_ne!(child_base, parent.id_base);
@@ -313,6 +313,22 @@ async fn restored_processes_keep_their_jail_and_a_snapshots_children_their_own_i
         "the child's copy of the checkpoint is gone once restored"
     );
     b.kill(&child.id).await.unwrap();
+    // A snapshot whose memory cannot be restored (an image lost) still starts, on its files.
+    std::fs::remove_file(images.join("pstree.img")).unwrap();
+    let booted = b.create(spec).await.unwrap();
+    assert!(!booted.restored, "booted on the files");
+    let mut agent = soulbox_runtime::agent_client::AgentClient::connect(
+        &booted.socket,
+        booted.access_token.clone(),
+    )
+    .await
+    .unwrap();
+    let out = agent
+        .sh("pgrep -c -f '[s]leep 424242' || true", None)
+        .await
+        .unwrap();
+    assert_eq!(text(&out.stdout), "0\n");
+    b.kill(&booted.id).await.unwrap();
     sb.kill().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
