@@ -36,16 +36,7 @@ async fn a_pause_to_disk_keeps_every_file_and_gives_the_host_back_the_rest() {
     );
     let slots = b.network().free_slots();
     pause(&id).await.unwrap();
-    assert!(b.get(&id).is_none() && b.is_paused_on_disk(&id));
-    assert!(
-        b.cgroups().pids(&id).is_empty(),
-        "a process outlived the pause"
-    );
-    assert_eq!(
-        b.network().free_slots(),
-        slots + 1,
-        "the network slot is free"
-    );
+    common::assert_paused_and_released(&b, &id, slots);
     assert!(b.sandbox_dir(&id).join("upper.img").exists());
     assert_eq!(
         traces(&id),

@@ -58,16 +58,7 @@ async fn a_full_pause_keeps_processes_and_memory_and_gives_the_host_back_the_res
     let slots = b.network().free_slots();
 
     assert_eq!(pause(&id, true).await, PauseMode::Full);
-    assert!(b.get(&id).is_none() && b.is_paused_on_disk(&id));
-    assert!(
-        b.cgroups().pids(&id).is_empty(),
-        "a process outlived the pause"
-    );
-    assert_eq!(
-        b.network().free_slots(),
-        slots + 1,
-        "the network slot is free"
-    );
+    common::assert_paused_and_released(&b, &id, slots);
     let dir = b.sandbox_dir(&id);
     assert!(dir.join(CHECKPOINT_DIR).join("pstree.img").exists());
     // Nothing of it runs while paused, so its counter stands still on disk too.

@@ -20,7 +20,7 @@ fn ctx<T, E: std::fmt::Display>(
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-fn mnt(
+pub(super) fn mnt(
     src: Option<&str>,
     target: &Path,
     fstype: Option<&str>,
@@ -36,7 +36,7 @@ fn mnt(
     })
 }
 
-fn bind(src: &Path, target: &Path, extra: MsFlags) -> Result<()> {
+pub(super) fn bind(src: &Path, target: &Path, extra: MsFlags) -> Result<()> {
     ctx(
         mount(
             Some(src),

@@ -95,40 +95,34 @@ const RESTORE_POINT: &str = "/run/soulbox/restore";
 /// Binds `root` and `dev` under [`RESTORE_POINT`], with a sysfs beside them; returns their
 /// paths there.
 fn reachable(root: &Path, dev: &Path) -> Result<(PathBuf, PathBuf)> {
-    use nix::mount::{mount, MsFlags};
+    use nix::mount::MsFlags;
     let point = Path::new(RESTORE_POINT);
-    std::fs::create_dir_all(point).map_err(|e| format!("mkdir {RESTORE_POINT}: {e}"))?;
-    mount(
+    let mkdir =
+        |p: &Path| std::fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()));
+    mkdir(point)?;
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mounts::mnt(
         Some("tmpfs"),
         point,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        nse,
         Some("mode=0711,size=64k"),
-    )
-    .map_err(|e| format!("mount tmpfs on {RESTORE_POINT}: {e}"))?;
-    let mut out = Vec::with_capacity(2);
-    for (name, src) in [("root", root), ("dev", dev)] {
-        let at = point.join(name);
-        std::fs::create_dir(&at).map_err(|e| format!("mkdir {}: {e}", at.display()))?;
-        mount(
-            Some(src),
-            &at,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| format!("bind {} on {}: {e}", src.display(), at.display()))?;
-        out.push(at);
+    )?;
+    let (root_at, dev_at, sys) = (point.join("root"), point.join("dev"), point.join("sys"));
+    for (src, at) in [(root, &root_at), (dev, &dev_at)] {
+        mkdir(at)?;
+        mounts::bind(src, at, MsFlags::empty())?;
     }
     // A bare sysfs: CRIU mounts the masks over it again, as they were.
-    let sys = point.join("sys");
-    std::fs::create_dir(&sys).map_err(|e| format!("mkdir {}: {e}", sys.display()))?;
-    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("sysfs"), &sys, Some("sysfs"), ro, None::<&str>)
-        .map_err(|e| format!("mount sysfs on {}: {e}", sys.display()))?;
-    let dev = out.pop().unwrap_or_default();
-    let root = out.pop().unwrap_or_default();
-    Ok((root, dev))
+    mkdir(&sys)?;
+    mounts::mnt(
+        Some("sysfs"),
+        &sys,
+        Some("sysfs"),
+        nse | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    Ok((root_at, dev_at))
 }
 
 /// CRIU reads images from inside the sandbox's user namespace, partly before its ids are

@@ -115,6 +115,24 @@ impl Drop for Sandbox {
     }
 }
 
+/// Sandbox `id` is paused to disk and holds nothing on the host while it is: no process, no
+/// network slot (`free_slots` were free before the pause).
+pub fn assert_paused_and_released(b: &Arc<NsBackend>, id: &str, free_slots: usize) {
+    assert!(
+        b.get(id).is_none() && b.is_paused_on_disk(id),
+        "{id} is paused to disk, not running"
+    );
+    assert!(
+        b.cgroups().pids(id).is_empty(),
+        "a process outlived the pause"
+    );
+    assert_eq!(
+        b.network().free_slots(),
+        free_slots + 1,
+        "the network slot is free"
+    );
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
