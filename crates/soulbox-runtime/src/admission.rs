@@ -43,6 +43,9 @@ pub struct HostLimits {
     /// Tracked flows (conntrack entries) per sandbox with internet; default
     /// [`crate::network::DEFAULT_FLOWS_PER_SANDBOX`].
     pub flows_per_sandbox: Option<u32>,
+    /// Bandwidth per sandbox and direction, Mbit/s (0: unlimited); default
+    /// [`crate::network::DEFAULT_RATE_MBIT`].
+    pub rate_mbit: Option<u32>,
 }
 
 /// [`HostLimits`] with every default resolved.
@@ -54,6 +57,7 @@ pub struct Resolved {
     pub min_free_files: u64,
     pub max_sandboxes: Option<usize>,
     pub flows_per_sandbox: u32,
+    pub rate_mbit: u32,
 }
 
 fn proc_u64(path: &str) -> Option<u64> {
@@ -113,6 +117,7 @@ impl HostLimits {
             flows_per_sandbox: self
                 .flows_per_sandbox
                 .unwrap_or(crate::network::DEFAULT_FLOWS_PER_SANDBOX),
+            rate_mbit: self.rate_mbit.unwrap_or(crate::network::DEFAULT_RATE_MBIT),
         }
     }
 }

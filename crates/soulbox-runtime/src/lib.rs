@@ -74,6 +74,9 @@ pub struct SandboxSpec {
     pub template: String,
     pub limits: Limits,
     pub internet: bool,
+    /// Egress beyond the baseline (with `internet`): what the firewall refuses, and which
+    /// connections go to the egress proxy.
+    pub egress: Option<network::SlotPolicy>,
     pub env_vars: BTreeMap<String, String>,
     /// envd access token the agent will demand; `None` leaves it unsecured.
     pub access_token: Option<String>,

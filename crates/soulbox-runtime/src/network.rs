@@ -11,11 +11,13 @@
 //!
 //! Sandboxes without internet never use a slot: they get a fresh namespace with loopback only.
 
+mod egress;
 mod host_nets;
 
+pub use egress::SlotPolicy;
 pub use host_nets::HostNets;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -68,16 +70,39 @@ impl Slot {
     }
 }
 
+/// What the operator bounds every sandbox's network by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Tracked flows (connections) one sandbox may hold at once.
+    pub flows_per_sandbox: u32,
+    /// Bandwidth each way, in Mbit/s (0: unlimited): traffic control on both ends of the
+    /// slot's veth, out of the sandbox's reach.
+    pub rate_mbit: u32,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            flows_per_sandbox: DEFAULT_FLOWS_PER_SANDBOX,
+            rate_mbit: DEFAULT_RATE_MBIT,
+        }
+    }
+}
+
+/// Bandwidth per sandbox and direction by default: generous, but one sandbox cannot take a
+/// 10 Gbit/s link for itself.
+pub const DEFAULT_RATE_MBIT: u32 = 1000;
+
 #[derive(Debug)]
 pub struct NetworkPool {
     state: Mutex<PoolState>,
     host_nets: Arc<host_nets::Tracker>,
-    flows_per_sandbox: u32,
+    limits: NetLimits,
 }
 
 impl Default for NetworkPool {
     fn default() -> Self {
-        NetworkPool::new(DEFAULT_FLOWS_PER_SANDBOX)
+        NetworkPool::new(NetLimits::default())
     }
 }
 
@@ -89,6 +114,10 @@ struct PoolState {
     next: u32,
     firewall: bool,
     monitoring: bool,
+    /// The egress policies of the slots that have one (the rest follow the baseline alone).
+    policies: HashMap<u32, SlotPolicy>,
+    /// The egress proxy's port, once it listens.
+    proxy_port: Option<u16>,
 }
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
@@ -131,7 +160,7 @@ pub fn host_nameservers() -> Vec<Ipv4Addr> {
         .collect()
 }
 
-fn firewall_rules(nets: &HostNets, flows_per_sandbox: u32) -> String {
+fn firewall_rules(nets: &HostNets, flows_per_sandbox: u32, proxy_port: Option<u16>) -> String {
     let dns = host_nameservers()
         .iter()
         .map(|a| a.to_string())
@@ -147,10 +176,20 @@ fn firewall_rules(nets: &HostNets, flows_per_sandbox: u32) -> String {
 delete table inet soulbox
 table inet soulbox {{
 {sets}  set slot_flows {{ type ifname; size 65535; flags dynamic; }}
+  set egress_ports {{ type inet_service;{egress} }}
+  map slot_filter {{ type ifname : verdict; }}
+  map slot_nat {{ type ifname : verdict; }}
   chain input {{
     type filter hook input priority -10; policy accept;
     iifname "{p}*" ct state established,related accept
+    iifname "{p}*" ct state new ct status dnat tcp dport @egress_ports add @slot_flows {{ iifname ct count over {flows_per_sandbox} }} reject with tcp reset
+    iifname "{p}*" ct status dnat tcp dport @egress_ports accept
     iifname "{p}*" drop
+    tcp dport @egress_ports drop
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority -100; policy accept;
+    iifname vmap @slot_nat
   }}
   chain forward {{
     type filter hook forward priority -10; policy accept;
@@ -158,6 +197,7 @@ table inet soulbox {{
     oifname "{p}*" ct state established,related accept
     oifname "{p}*" drop
     iifname "{p}*" ct state new add @slot_flows {{ iifname ct count over {flows_per_sandbox} }} counter reject
+    iifname vmap @slot_filter
     {dns_rule}
     iifname "{p}*" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4 }} drop
     iifname "{p}*" ip daddr @host_v4 drop
@@ -173,17 +213,83 @@ table inet soulbox {{
 "#,
         p = HOST_IF_PREFIX,
         sets = nets.set_definitions(),
+        egress = proxy_port.map_or(String::new(), |p| format!(" elements = {{ {p} }}")),
     )
 }
 
 impl NetworkPool {
-    /// A pool whose sandboxes may each hold `flows_per_sandbox` tracked flows.
-    pub fn new(flows_per_sandbox: u32) -> Self {
+    /// A pool whose sandboxes are bounded by `limits`.
+    pub fn new(limits: NetLimits) -> Self {
         NetworkPool {
             state: Mutex::new(PoolState::default()),
             host_nets: Arc::default(),
-            flows_per_sandbox,
+            limits,
         }
+    }
+
+    pub fn limits(&self) -> NetLimits {
+        self.limits
+    }
+
+    /// The host's networks as the firewall refuses them now (the egress proxy refuses the
+    /// same for the connections it makes from the host).
+    pub fn host_nets(&self) -> HostNets {
+        self.host_nets.current().unwrap_or_default()
+    }
+
+    /// Makes `policy` the egress policy of `slot` (`None`: the baseline alone), in one nft
+    /// transaction; open connections it refuses are cut.
+    pub fn set_policy(&self, slot: &Slot, policy: Option<SlotPolicy>) -> Result<()> {
+        let mut s = self.state.lock().map_err(|_| NetError::Exhausted)?;
+        let had = s.policies.contains_key(&slot.index);
+        if s.firewall {
+            let script = SlotPolicy::script(
+                policy.as_ref(),
+                slot.index,
+                &slot.host_if(),
+                had,
+                s.proxy_port,
+            );
+            run("nft", &["-f", "-"], Some(&script))?;
+        }
+        match policy {
+            Some(p) => s.policies.insert(slot.index, p),
+            None => s.policies.remove(&slot.index),
+        };
+        Ok(())
+    }
+
+    /// The policies of the slots that have one.
+    pub fn policies(&self) -> HashMap<u32, SlotPolicy> {
+        self.state
+            .lock()
+            .map(|s| s.policies.clone())
+            .unwrap_or_default()
+    }
+
+    /// The egress proxy listens on `port`: connections the policies send to it go there.
+    pub fn set_proxy_port(&self, port: u16) -> Result<()> {
+        let mut s = self.state.lock().map_err(|_| NetError::Exhausted)?;
+        s.proxy_port = Some(port);
+        if !s.firewall {
+            return Ok(());
+        }
+        let mut script = format!(
+            "flush set inet soulbox egress_ports
+add element inet soulbox egress_ports {{ {port} }}
+"
+        );
+        for (index, p) in &s.policies {
+            let slot = Slot { index: *index };
+            script.push_str(&SlotPolicy::script(
+                Some(p),
+                *index,
+                &slot.host_if(),
+                true,
+                Some(port),
+            ));
+        }
+        run("nft", &["-f", "-"], Some(&script))
     }
 
     /// Removes every slot and the firewall table a previous run left behind. Only names
@@ -195,6 +301,7 @@ impl NetworkPool {
         if let Ok(mut s) = self.state.lock() {
             *s = PoolState {
                 monitoring: s.monitoring,
+                proxy_port: s.proxy_port,
                 ..PoolState::default()
             };
         }
@@ -203,7 +310,7 @@ impl NetworkPool {
     /// Keeps the slots of the sandboxes taken over from an earlier run (`keep`) and removes
     /// every other one it left. Their firewall stays in force throughout: the table is
     /// replaced in one transaction, never removed, while a kept slot exists.
-    pub fn adopt(&self, keep: &BTreeSet<u32>) {
+    pub fn adopt(&self, keep: &BTreeSet<u32>, policies: HashMap<u32, SlotPolicy>) {
         if keep.is_empty() {
             return self.cleanup_stale();
         }
@@ -214,6 +321,8 @@ impl NetworkPool {
                 monitoring: s.monitoring,
                 next,
                 holes: (0..next).rev().filter(|i| !keep.contains(i)).collect(),
+                policies,
+                proxy_port: s.proxy_port,
                 ..PoolState::default()
             };
         }
@@ -226,12 +335,26 @@ impl NetworkPool {
         if self.state.lock().map(|s| s.firewall).unwrap_or(false) {
             return Ok(());
         }
+        let (policies, proxy_port) = self
+            .state
+            .lock()
+            .map(|s| (s.policies.clone(), s.proxy_port))
+            .unwrap_or_default();
         self.host_nets.install(|nets| {
-            run(
-                "nft",
-                &["-f", "-"],
-                Some(&firewall_rules(nets, self.flows_per_sandbox)),
-            )
+            // The table and every slot's policy in one transaction: a sandbox taken over
+            // never runs a moment without its policy.
+            let mut script = firewall_rules(nets, self.limits.flows_per_sandbox, proxy_port);
+            for (index, p) in &policies {
+                let slot = Slot { index: *index };
+                script.push_str(&SlotPolicy::script(
+                    Some(p),
+                    *index,
+                    &slot.host_if(),
+                    false,
+                    proxy_port,
+                ));
+            }
+            run("nft", &["-f", "-"], Some(&script))
         })?;
         // NAT needs forwarding; this is the one host-wide setting SoulBox changes.
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetError::Command {
@@ -270,14 +393,20 @@ impl NetworkPool {
             }
         };
         let slot = Slot { index };
-        if let Err(e) = make_slot(&slot) {
+        if let Err(e) = make_slot(&slot, self.limits.rate_mbit) {
             let _ = run("ip", &["netns", "delete", &slot.netns()], None);
             return Err(e);
         }
         Ok(slot)
     }
 
+    /// Takes a slot back; its policy goes with the sandbox, not the slot.
     pub fn release(&self, slot: Slot) {
+        if let Err(e) = self.set_policy(&slot, None) {
+            // A slot that may keep someone's policy is not handed out again.
+            tracing::warn!(slot = slot.index, "removing the slot's egress policy: {e}");
+            return;
+        }
         if let Ok(mut s) = self.state.lock() {
             s.free.push(slot);
         }
@@ -322,7 +451,37 @@ fn remove_slots_except(keep: &BTreeSet<u32>) {
     }
 }
 
-fn make_slot(s: &Slot) -> Result<()> {
+/// Traffic control that bounds `dev` (in `netns`, if given) to `mbit` Mbit/s on the way out.
+fn rate_limit(netns: Option<&str>, dev: &str, mbit: u32) -> Result<()> {
+    // The bucket must hold what the link sends between two timer ticks, or the rate is
+    // never reached: 10 ms worth, at least 64 KiB.
+    let burst = ((mbit as u64) * 1_000_000 / 8 / 100).max(64 << 10);
+    let mut args: Vec<String> = Vec::new();
+    if let Some(ns) = netns {
+        args.extend(["-n".into(), ns.into()]);
+    }
+    args.extend(
+        [
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "tbf",
+            "rate",
+            &format!("{mbit}mbit"),
+            "burst",
+            &burst.to_string(),
+            "latency",
+            "50ms",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("tc", &args, None)
+}
+
+fn make_slot(s: &Slot, rate_mbit: u32) -> Result<()> {
     let (ns, host_if) = (s.netns(), s.host_if());
     let host = format!(
         "netns add {ns}\nlink add {host_if} type veth peer name eth0 netns {ns}\naddr add {}/30 dev {host_if}\nlink set {host_if} up\n",
@@ -334,7 +493,14 @@ fn make_slot(s: &Slot) -> Result<()> {
         s.sandbox_ip(),
         s.host_ip()
     );
-    run("ip", &["-n", &ns, "-batch", "-"], Some(&inside))
+    run("ip", &["-n", &ns, "-batch", "-"], Some(&inside))?;
+    if rate_mbit > 0 {
+        // Both ends: the host's shapes what the sandbox receives, the namespace's what it
+        // sends. The namespace belongs to the host, so the sandbox cannot lift either.
+        rate_limit(None, &host_if, rate_mbit)?;
+        rate_limit(Some(&ns), "eth0", rate_mbit)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,7 +531,7 @@ mod tests {
             v4: vec![(Ipv4Addr::new(192, 0, 2, 0), 24)],
             v6: vec![],
         };
-        let r = firewall_rules(&nets, 77);
+        let r = firewall_rules(&nets, 77, Some(4100));
         assert!(r.starts_with("table inet soulbox"));
         assert!(r.contains("oifname \"sbx-*\" drop"));
         assert!(r.contains("masquerade"));
@@ -374,5 +540,12 @@ mod tests {
         ));
         assert!(r.contains("set host_v6 { type ipv6_addr; flags interval; }"));
         assert!(r.contains("ct count over 77 }"));
+        assert!(r.contains("set egress_ports { type inet_service; elements = { 4100 } }"));
+        // The slot's policy comes before the baseline's DNS exception and refusals.
+        let (vmap, private) = (
+            r.find("iifname vmap @slot_filter").unwrap(),
+            r.find("10.0.0.0/8").unwrap(),
+        );
+        assert!(vmap < private);
     }
 }

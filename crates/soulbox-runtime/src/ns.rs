@@ -31,6 +31,7 @@ use std::time::Duration;
 mod adopt;
 pub mod checkpoint;
 mod commit;
+mod egress;
 pub mod manifest;
 mod pause;
 pub use pause::PauseMode;
@@ -207,7 +208,10 @@ impl NsBackend {
             agent_layer,
             cfg,
             cgroups,
-            net: Arc::new(NetworkPool::new(admission.limits().flows_per_sandbox)),
+            net: Arc::new(NetworkPool::new(crate::network::NetLimits {
+                flows_per_sandbox: admission.limits().flows_per_sandbox,
+                rate_mbit: admission.limits().rate_mbit,
+            })),
             admission,
             sandboxes: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
@@ -341,6 +345,7 @@ impl NsBackend {
             label: spec.label.clone(),
             limits: spec.limits,
             internet: spec.internet,
+            egress: spec.egress.clone(),
             init: InitSpec {
                 env_vars: spec.env_vars.clone(),
                 access_token: spec.access_token.clone(),
@@ -430,7 +435,11 @@ impl NsBackend {
         guard.cgroup = Some(id.clone());
         let cgroup_procs = self.cgroups.create(&id, &state.limits)?;
         if state.internet {
-            guard.slot = Some(self.net.acquire()?);
+            let slot = self.net.acquire()?;
+            // Before any process of it runs (a restored one runs at once).
+            let policy = self.net.set_policy(&slot, state.egress.clone());
+            guard.slot = Some(slot);
+            policy?;
         }
         let socket = dir.join(soulbox_protocol::AGENT_SOCKET_NAME);
         let _ = std::fs::remove_file(&socket);
@@ -876,7 +885,8 @@ impl NsBackend {
                     (slots.collect(), !s.is_empty())
                 })
                 .unwrap_or_default();
-            me.net.adopt(&kept);
+            let policies = me.net.policies();
+            me.net.adopt(&kept, policies);
             if others {
                 me.detach();
             } else if let Ok(mut l) = me.lxcfs.lock() {

@@ -21,6 +21,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(crate::templates::api::router())
         .merge(crate::snapshots::router())
+        .merge(crate::team_secrets::router())
+        .merge(crate::network_api::router())
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .route("/sandboxes", post(create_v1).get(list_v1))
         .route("/v2/sandboxes", post(create_v2).get(list_v2))
@@ -83,6 +85,7 @@ struct NewSandbox {
     allow_internet_access: Option<bool>,
     metadata: Option<BTreeMap<String, String>>,
     env_vars: Option<BTreeMap<String, String>>,
+    network: Option<crate::egress::policy::NetworkConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,12 +170,25 @@ async fn create(
         .map_err(|e| ApiError::BadRequest(format!("invalid envVars: {e}")))?;
     let metadata = req.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
-    let internet = req.allow_internet_access.unwrap_or(true);
+    let net = crate::network_api::plan(&st, &team, req.network, req.allow_internet_access).await?;
+    let internet = net.internet;
+    let mut env_vars = env_vars;
+    if net.has_rules() {
+        // Tools that keep their own trust store, pointed at the system's (which holds the
+        // sandbox's egress CA); the user's own settings win.
+        for (k, v) in [
+            ("NODE_EXTRA_CA_CERTS", crate::egress::tls::SANDBOX_CA_PATH),
+            ("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"),
+        ] {
+            env_vars.entry(k.into()).or_insert_with(|| v.into());
+        }
+    }
     let spec = SandboxSpec {
         template: template.clone(),
         label: crate::LABEL_API.into(),
         limits,
         internet,
+        egress: net.slot_policy(),
         env_vars: env_vars.clone(),
         access_token: Some(token.clone()),
         ..Default::default()
@@ -197,10 +213,16 @@ async fn create(
                 Some(token.clone()),
                 env_vars.clone(),
                 internet,
+                net.slot_policy(),
             )
             .await?
         }
-        Some(info) if crate::pool::WarmPool::hand_over(&info, &env_vars).await => info,
+        Some(info)
+            if crate::pool::WarmPool::hand_over(&info, &env_vars).await
+                && claimed_policy(&st, &info.id, &net).await =>
+        {
+            info
+        }
         claimed => {
             if let Some(bad) = claimed {
                 let _ = st.backend.kill(&bad.id).await;
@@ -231,13 +253,41 @@ async fn create(
         auto_pause_memory: req.auto_pause_memory.unwrap_or(true),
         auto_resume: req.auto_resume.and_then(|a| a.enabled).unwrap_or(false),
         timeout_ms: timeout * 1000,
+        network: net.config.clone(),
+        public_traffic: net.public_traffic,
+        egress_ca: None,
     };
+    let mut rec = rec;
+    match crate::network_api::started(&st, &rec, &info, &net).await {
+        Ok(ca) => rec.egress_ca = ca,
+        Err(e) => {
+            let _ = st.backend.kill(&info.id).await;
+            return Err(e);
+        }
+    }
     if let Err(e) = st.store.insert_sandbox(&rec).await {
         let _ = st.backend.kill(&info.id).await;
         return Err(e.into());
     }
     tracing::info!(sandbox_id = %rec.id, template = %rec.template, "sandbox created");
     Ok((StatusCode::CREATED, Json(sandbox_json(&st, &rec))).into_response())
+}
+
+/// Gives a sandbox claimed from the warm pool the create's egress policy, before anyone
+/// runs anything in it.
+async fn claimed_policy(st: &AppState, id: &str, net: &crate::network_api::Plan) -> bool {
+    let Some(p) = net.slot_policy() else {
+        return true;
+    };
+    let (backend, id) = (st.backend.clone(), id.to_string());
+    match tokio::task::spawn_blocking(move || backend.set_egress(&id, Some(p))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!("egress policy for a pooled sandbox: {e}");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Bounds on a sandbox's metadata: it is stored, listed and matched by every filtered list.
@@ -360,7 +410,16 @@ async fn info(
     let r = find(&st, &team, &id).await?;
     let mut v = listed_json(&r);
     v["envdAccessToken"] = json!(r.access_token);
-    v["allowInternetAccess"] = json!(r.internet);
+    v["allowInternetAccess"] = json!(r
+        .network
+        .as_ref()
+        .and_then(|n| n.allow_internet_access)
+        .unwrap_or(true));
+    if let Some(n) = &r.network {
+        let mut n = n.clone();
+        n.allow_internet_access = None;
+        v["network"] = json!(n);
+    }
     v["domain"] = json!(st.cfg.domain);
     v["lifecycle"] = json!({"autoResume": r.auto_resume, "onTimeout": if r.auto_pause { "pause" } else { "kill" }});
     if let Some(m) = &r.pause_mode {

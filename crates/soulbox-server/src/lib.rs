@@ -8,14 +8,17 @@
 pub mod api;
 pub mod connect_stream;
 pub mod conns;
+pub mod egress;
 pub mod error;
 mod lifecycle;
+pub mod network_api;
 pub mod pausing;
 pub mod pool;
 pub mod proxy;
 pub mod secrets;
 pub mod snapshots;
 pub mod store;
+pub mod team_secrets;
 pub mod templates;
 
 use axum::body::Body;
@@ -65,6 +68,9 @@ pub struct ServerConfig {
     pub insecure_registries: Vec<String>,
     /// Longest timeout a sandbox may be given (create, connect, set_timeout); `None`: no cap.
     pub max_timeout: Option<std::time::Duration>,
+    /// CA certificates (PEM files) the egress proxy trusts beside the host's trust store,
+    /// when it verifies the servers of hosts with header rules.
+    pub egress_trust: Vec<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -85,6 +91,7 @@ impl ServerConfig {
             registry_mirrors: Default::default(),
             insecure_registries: vec![],
             max_timeout: None,
+            egress_trust: vec![],
         }
     }
 }
@@ -102,6 +109,8 @@ pub struct AppState {
     pub layer_gc: Arc<tokio::sync::RwLock<()>>,
     /// Pause and resume transitions, and the uploads a pause waits for.
     pub pausing: Arc<pausing::Pausing>,
+    /// The egress proxy and the policies it enforces.
+    pub egress: Arc<egress::Egress>,
 }
 
 impl AppState {
@@ -110,6 +119,7 @@ impl AppState {
         // Not in the middle of a pause, resume, snapshot or fork of it.
         let _one = self.pausing.lock(id).await;
         self.store.set_state(id, "killed").await?;
+        self.egress.forget(id);
         match soulbox_runtime::Backend::kill(&self.backend, id).await {
             Ok(()) | Err(soulbox_runtime::RuntimeError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
@@ -146,7 +156,10 @@ pub async fn serve_on(
     store: store::Store,
     backend: Arc<NsBackend>,
 ) -> std::io::Result<()> {
+    let egress = egress::Egress::new(backend.clone(), store.clone(), &cfg.egress_trust)?;
+    egress.start().await?;
     let state = AppState {
+        egress,
         store,
         pool: pool::WarmPool::new(cfg.warm_pool.clone()),
         backend,
@@ -194,6 +207,7 @@ async fn reconcile(state: &AppState) {
         }
     };
     for s in &live {
+        network_api::readopt(state, s);
         let paused_on_disk = state.backend.is_paused_on_disk(&s.id);
         if state.backend.get(&s.id).is_none() && !paused_on_disk {
             tracing::info!(sandbox_id = %s.id, "sandbox of the earlier run is gone");

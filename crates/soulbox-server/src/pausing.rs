@@ -193,6 +193,17 @@ pub async fn resume(st: &AppState, id: &str, end_ms: i64, memory: bool) -> ApiRe
     };
     st.store.set_paused(id, None, pid).await?;
     st.store.set_end(id, end_ms).await?;
+    // A CA made while it was paused (rules given then) goes into its trust store now.
+    if let (Some(ca), Some(info)) = (
+        &rec.egress_ca,
+        soulbox_runtime::Backend::get(&st.backend, id),
+    ) {
+        if let Ok(stored) = serde_json::from_str::<crate::egress::tls::StoredCa>(ca) {
+            if let Err(e) = crate::network_api::install_ca(&info, &stored.cert_pem).await {
+                tracing::warn!(sandbox_id = id, "egress CA after the resume: {e}");
+            }
+        }
+    }
     tracing::info!(sandbox_id = id, "sandbox resumed");
     Ok(())
 }

@@ -131,6 +131,22 @@ pub async fn forward(st: &AppState, target: Target, mut req: Request<Body>) -> R
     let Ok(Some(rec)) = st.store.live_sandbox(&target.sandbox_id).await else {
         return not_found(&target.sandbox_id);
     };
+    // `allowPublicTraffic: false`: its ports answer only with the traffic access token (the
+    // agent's own port has the envd token). Checked before anything else, an auto-resume
+    // included.
+    if !rec.public_traffic && target.port != soulbox_protocol::ENVD_PORT {
+        let given = req
+            .headers()
+            .get("e2b-traffic-access-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !signature::equal(given, &signature::traffic_token(&rec.access_token)) {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "this sandbox's ports are not public: send the header e2b-traffic-access-token with the sandbox's trafficAccessToken",
+            );
+        }
+    }
     if rec.state == "paused" {
         if !rec.auto_resume {
             return json_error(StatusCode::BAD_GATEWAY, "The sandbox is paused");

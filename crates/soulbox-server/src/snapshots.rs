@@ -244,9 +244,11 @@ async fn fork(
             Some(token.clone()),
             Default::default(),
             rec.internet,
+            crate::network_api::policy_of(&rec).map(|p| p.slot_policy()),
         )
         .await?;
         let child = crate::api::child_record(&rec, &info, token, timeout);
+        crate::network_api::readopt(&st, &child);
         if let Err(e) = st.store.insert_sandbox(&child).await {
             let _ = st.backend.kill(&info.id).await;
             return Err(e.into());

@@ -63,6 +63,12 @@ pub struct SandboxRecord {
     pub auto_resume: bool,
     /// The timeout it was created with, in ms.
     pub timeout_ms: i64,
+    /// Its network configuration (`None`: the baseline).
+    pub network: Option<crate::egress::policy::NetworkConfig>,
+    /// Whether its port URLs answer without the traffic access token.
+    pub public_traffic: bool,
+    /// Its egress CA (JSON of key and certificate), if it has header rules.
+    pub egress_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -127,6 +133,11 @@ impl Store {
         let store = Store { pool, sealer };
         store.seal_plain_rows().await?;
         Ok(store)
+    }
+
+    /// The secret key, for the modules that seal their own columns (team secrets).
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// The database, for the modules that keep their own tables (templates).
@@ -272,9 +283,14 @@ impl Store {
         let token = self
             .sealer
             .seal(&s.access_token, &format!("{}/access_token", s.id))?;
+        let ca = s
+            .egress_ca
+            .as_ref()
+            .map(|c| self.sealer.seal(c, &format!("{}/egress_ca", s.id)))
+            .transpose()?;
         sqlx::query(
-            "INSERT INTO sandboxes (id, team_id, template, alias, state, metadata, env_vars, access_token, internet, cpu_millis, memory_mb, disk_mb, started_at, end_at_ms, auto_pause, pid, pause_mode, auto_pause_memory, auto_resume, timeout_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sandboxes (id, team_id, template, alias, state, metadata, env_vars, access_token, internet, cpu_millis, memory_mb, disk_mb, started_at, end_at_ms, auto_pause, pid, pause_mode, auto_pause_memory, auto_resume, timeout_ms, network, public_traffic, egress_ca)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.team_id)
@@ -296,6 +312,30 @@ impl Store {
         .bind(s.auto_pause_memory)
         .bind(s.auto_resume)
         .bind(s.timeout_ms)
+        .bind(s.network.as_ref().map(|n| serde_json::to_string(n).unwrap_or_default()))
+        .bind(s.public_traffic)
+        .bind(ca)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a sandbox's new network configuration (and its CA, once it has one).
+    pub async fn set_network(
+        &self,
+        id: &str,
+        network: &crate::egress::policy::NetworkConfig,
+        egress_ca: Option<&str>,
+    ) -> Result<()> {
+        let ca = egress_ca
+            .map(|c| self.sealer.seal(c, &format!("{id}/egress_ca")))
+            .transpose()?;
+        sqlx::query(
+            "UPDATE sandboxes SET network = ?, egress_ca = COALESCE(?, egress_ca) WHERE id = ?",
+        )
+        .bind(serde_json::to_string(network).unwrap_or_default())
+        .bind(ca)
+        .bind(id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -331,6 +371,19 @@ impl Store {
             auto_pause_memory: r.get("auto_pause_memory"),
             auto_resume: r.get("auto_resume"),
             timeout_ms: r.get("timeout_ms"),
+            network: r
+                .get::<Option<String>, _>("network")
+                .map(|n| serde_json::from_str(&n))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("network: {e}")))?,
+            public_traffic: r.get("public_traffic"),
+            egress_ca: r
+                .get::<Option<String>, _>("egress_ca")
+                .map(|c| {
+                    self.sealer
+                        .open(&c, &format!("{}/egress_ca", r.get::<String, _>("id")))
+                })
+                .transpose()?,
         })
     }
 
@@ -487,6 +540,9 @@ mod tests {
             auto_pause_memory: true,
             auto_resume: false,
             timeout_ms: 300_000,
+            network: None,
+            public_traffic: true,
+            egress_ca: None,
         }
     }
 

@@ -171,6 +171,11 @@ impl Tracker {
         Ok(())
     }
 
+    /// What the sets hold now.
+    pub(super) fn current(&self) -> Option<HostNets> {
+        self.applied.lock().ok()?.clone()
+    }
+
     /// The table was removed: nothing to keep current until it is made again.
     pub(super) fn removed(&self) {
         if let Ok(mut a) = self.applied.lock() {

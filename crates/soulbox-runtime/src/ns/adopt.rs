@@ -5,7 +5,7 @@ use super::state::{pid_start, SandboxState};
 use super::{Entry, NsBackend};
 use crate::fs_util;
 use crate::network::Slot;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 impl NsBackend {
     /// Adopts every sandbox whose init still runs (the same process: pid and start time, in
@@ -15,6 +15,7 @@ impl NsBackend {
     pub(super) fn adopt_leftovers(&self) {
         let mut kept_slots = BTreeSet::new();
         let mut kept = BTreeSet::new();
+        let mut policies = HashMap::new();
         let dirs = std::fs::read_dir(self.cfg.data_dir.join("sandboxes"))
             .into_iter()
             .flatten()
@@ -22,10 +23,14 @@ impl NsBackend {
         for e in dirs {
             let id = e.file_name().to_string_lossy().into_owned();
             let state = SandboxState::read(&e.path()).filter(|_| self.cfg.adopt);
+            let egress = state.as_ref().and_then(|s| s.egress.clone());
             match state.and_then(|s| self.adopt_one(&id, s)) {
                 Some(slot) => {
                     kept.insert(id);
                     kept_slots.extend(slot);
+                    if let (Some(slot), Some(p)) = (slot, egress) {
+                        policies.insert(slot, p);
+                    }
                 }
                 None => {
                     if let Err(e) = self.cgroups.destroy(&id) {
@@ -40,7 +45,7 @@ impl NsBackend {
                 let _ = self.cgroups.destroy(&id);
             }
         }
-        self.net.adopt(&kept_slots);
+        self.net.adopt(&kept_slots, policies);
         if !kept.is_empty() {
             tracing::info!(
                 count = kept.len(),

@@ -23,6 +23,9 @@ pub struct SandboxState {
     pub label: String,
     pub limits: Limits,
     pub internet: bool,
+    /// Its egress policy beyond the baseline, if it has one.
+    #[serde(default)]
+    pub egress: Option<crate::network::SlotPolicy>,
     /// The agent's start-up configuration, envd token included.
     pub init: InitSpec,
     /// Read-only layers, topmost first, the agent's layer excluded.
@@ -128,6 +131,7 @@ mod tests {
             label: "api".into(),
             limits: Limits::default(),
             internet: true,
+            egress: None,
             init: InitSpec {
                 access_token: Some("t".into()),
                 ..Default::default()

@@ -516,6 +516,7 @@ pub async fn start_sandbox(
     access_token: Option<String>,
     env_vars: BTreeMap<String, String>,
     internet: bool,
+    egress: Option<soulbox_runtime::network::SlotPolicy>,
 ) -> ApiResult<SandboxInfo> {
     let layers = st.backend.templates().layers();
     let stack = layers
@@ -540,6 +541,7 @@ pub async fn start_sandbox(
             ..Limits::default()
         },
         internet,
+        egress,
         env_vars: env,
         access_token: Some(token.clone()),
         rootfs: Some(Rootfs {

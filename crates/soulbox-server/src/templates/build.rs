@@ -315,7 +315,7 @@ async fn build(
             Some("finalize"),
             format!("Checking the start command: {cmd}"),
         );
-        let sbx = super::api::start_sandbox(st, t, &image, None, Default::default(), true)
+        let sbx = super::api::start_sandbox(st, t, &image, None, Default::default(), true, None)
             .await
             .map_err(|e| Failure {
                 message: format!("the start command failed: {e}"),
@@ -502,6 +502,7 @@ async fn run_step(
             ..Limits::default()
         },
         internet: true,
+        egress: None,
         env_vars: image.env.iter().cloned().collect(),
         access_token: Some(token.clone()),
         rootfs: Some(Rootfs {

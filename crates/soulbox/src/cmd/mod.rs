@@ -58,8 +58,17 @@ impl Context {
     }
 
     pub fn backend(&self) -> anyhow::Result<Arc<NsBackend>> {
+        self.backend_with(|_| {})
+    }
+
+    /// The runtime, its configuration changed by `f` first.
+    pub fn backend_with(
+        &self,
+        f: impl FnOnce(&mut RuntimeConfig),
+    ) -> anyhow::Result<Arc<NsBackend>> {
         self.private_data_dir()?;
-        let cfg = self.runtime_config()?;
+        let mut cfg = self.runtime_config()?;
+        f(&mut cfg);
         Ok(Arc::new(NsBackend::new(cfg).context(
             "starting the sandbox runtime (try `soulbox doctor`)",
         )?))

@@ -74,6 +74,16 @@ pub struct ServeArgs {
     /// Longest timeout a sandbox may have, in seconds (E2B caps it at 24 h); none by default.
     #[arg(long, env = "SOULBOX_MAX_TIMEOUT")]
     max_timeout: Option<u64>,
+    /// Bandwidth of each sandbox, each way, in Mbit/s (0: unlimited).
+    #[arg(long, env = "SOULBOX_EGRESS_RATE_MBIT", default_value_t = soulbox_runtime::network::DEFAULT_RATE_MBIT)]
+    egress_rate_mbit: u32,
+    /// Outbound connections one sandbox may hold open at once.
+    #[arg(long, env = "SOULBOX_EGRESS_MAX_CONNECTIONS", default_value_t = soulbox_runtime::network::DEFAULT_FLOWS_PER_SANDBOX)]
+    egress_max_connections: u32,
+    /// A PEM file of CA certificates the egress proxy trusts beside the host's trust store,
+    /// when it checks the servers of hosts with header rules (repeatable, or comma-separated).
+    #[arg(long, env = "SOULBOX_EGRESS_TRUST", value_delimiter = ',')]
+    egress_trust: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,7 +135,11 @@ async fn open_store(ctx: &Context) -> anyhow::Result<Store> {
 }
 
 pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
-    let backend = ctx.backend()?;
+    let (rate, flows) = (a.egress_rate_mbit, a.egress_max_connections);
+    let backend = ctx.backend_with(|c| {
+        c.host_limits.rate_mbit = Some(rate);
+        c.host_limits.flows_per_sandbox = Some(flows);
+    })?;
     for t in a.templates.iter().filter(|t| !t.is_empty()) {
         super::template::build_one(backend.templates(), t, false)?;
     }
@@ -162,6 +176,7 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
         build_timeout: std::time::Duration::from_secs(a.build_timeout),
         build_disk_mb: a.build_disk_mb,
         max_timeout: a.max_timeout.map(std::time::Duration::from_secs),
+        egress_trust: a.egress_trust,
         ..soulbox_server::ServerConfig::new(a.listen)
     };
     let on_stop = a.on_stop;
