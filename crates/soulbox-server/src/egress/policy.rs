@@ -39,7 +39,7 @@ pub struct NetworkConfig {
     /// Not supported: refused when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_request_host: Option<String>,
-    /// More ports decided by name (TLS or HTTP), beside 80 and 443.
+    /// HTTPS to the sandbox's own ports behind its URLs: not supported, refused when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_ports: Option<Vec<u16>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,7 +140,11 @@ pub struct Policy {
     pub allow_nets: Vec<IpNet>,
     pub deny_nets: Vec<IpNet>,
     pub allow_names: Vec<Pattern>,
+    /// Resolvers the sandbox may query.
     pub dns: Vec<IpAddr>,
+    /// Resolvers the proxy resolves allowed names with: the listed ones, else the
+    /// operator's (with `dnsServers: []` the sandbox reaches none, names still work).
+    pub proxy_dns: Vec<IpAddr>,
     pub named_ports: Vec<u16>,
     pub rules: Vec<HeaderRule>,
 }
@@ -200,7 +204,7 @@ impl NetworkConfig {
         let none = |v: &Option<Vec<String>>| v.as_ref().is_none_or(|v| v.is_empty());
         none(&self.allow_out)
             && none(&self.deny_out)
-            && none(&self.dns_servers)
+            && self.dns_servers.is_none()
             && self.rules.as_ref().is_none_or(|r| r.is_empty())
             && self.https_ports.as_ref().is_none_or(|p| p.is_empty())
     }
@@ -248,32 +252,34 @@ impl NetworkConfig {
                 p.deny_nets.push(n.parse().expect("valid"));
             }
         }
-        let dns = self.dns_servers.as_deref().unwrap_or_default();
-        if dns.len() > 8 {
-            return bad("more than 8 dnsServers".into());
-        }
-        for d in dns {
-            match d.trim().parse::<IpAddr>() {
-                Ok(a) => p.dns.push(a),
-                Err(_) => return bad(format!("dnsServers entry {d:?} is not an IP address")),
+        match self.dns_servers.as_deref() {
+            None => p.dns = default_dns.to_vec(),
+            Some(dns) => {
+                if dns.len() > 10 {
+                    return bad("more than 10 dnsServers".into());
+                }
+                for d in dns {
+                    match d.trim().parse::<IpAddr>() {
+                        Ok(a) => p.dns.push(a),
+                        Err(_) => {
+                            return bad(format!("dnsServers entry {d:?} is not an IP address"))
+                        }
+                    }
+                }
             }
         }
-        if p.dns.is_empty() {
-            p.dns = default_dns.to_vec();
+        p.proxy_dns = if p.dns.is_empty() {
+            default_dns.to_vec()
+        } else {
+            p.dns.clone()
+        };
+        if self.https_ports.as_ref().is_some_and(|p| !p.is_empty()) {
+            return bad(
+                "httpsPorts (HTTPS to the sandbox's own ports) is not supported by this server"
+                    .into(),
+            );
         }
-        let mut ports: Vec<u16> = NAMED_PORTS.to_vec();
-        for &port in self.https_ports.as_deref().unwrap_or_default() {
-            if port == 0 || port == 53 {
-                return bad(format!("httpsPorts cannot hold port {port}"));
-            }
-            if !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
-        if ports.len() > 32 {
-            return bad("more than 30 httpsPorts".into());
-        }
-        p.named_ports = ports;
+        p.named_ports = NAMED_PORTS.to_vec();
         for (host, rules) in self.rules.iter().flatten() {
             let pattern = Pattern::parse(host).ok_or_else(|| {
                 ApiError::BadRequest(format!(

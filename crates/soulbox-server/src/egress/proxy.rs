@@ -109,7 +109,7 @@ async fn handle(egress: Arc<Egress>, mut down: TcpStream, peer: SocketAddr) -> R
     };
     let targets: Vec<IpAddr> = match &route {
         Route::Name(n) => {
-            let r = sb.resolver(&policy.dns);
+            let r = sb.resolver(&policy.proxy_dns);
             match r.lookup_ip(format!("{n}.")).await {
                 Ok(l) => {
                     let mut v: Vec<IpAddr> = l.iter().collect();
