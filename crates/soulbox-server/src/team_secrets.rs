@@ -27,8 +27,8 @@
 //! `{idOrName}`; ids are `sec_` + 32 hex digits and names may not start with `sec_`, so
 //! the two never collide.
 //!
-//! *Limits* (400 with the reason): a name is 1–64 characters of `A-Z a-z 0-9 _`, not starting
-//! with a digit (it is written inside `${e2b.secrets.…}`); a value is 1 B–64 KiB and must be
+//! *Limits* (400 with the reason): a name is 1–64 characters of `A-Z a-z 0-9 _ - .` (it is
+//! written inside `${e2b.secrets.…}`; E2B's own examples use `openai-api-key`); a value is 1 B–64 KiB and must be
 //! usable as an HTTP header value (no CR, LF, NUL or other control byte but tab); metadata has
 //! at most 32 keys, keys of 1–256 bytes and values of at most 1 KiB, without control
 //! characters; a team has at most 1000 secrets.
@@ -217,8 +217,7 @@ fn db(e: sqlx::Error) -> ApiError {
 
 // ---- Validation. Messages never quote a value. ----
 
-const NAME_RULE: &str =
-    "a secret name is 1-64 characters of A-Z, a-z, 0-9 and _, not starting with a digit";
+const NAME_RULE: &str = "a secret name is 1-64 characters of A-Z, a-z, 0-9, '_', '-' and '.'";
 
 pub(crate) fn check_name(name: &str) -> ApiResult<()> {
     let bad = |why: String| Err(ApiError::BadRequest(format!("invalid secret name: {why}")));
@@ -228,7 +227,7 @@ pub(crate) fn check_name(name: &str) -> ApiResult<()> {
     if let Some((i, c)) = name
         .chars()
         .enumerate()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
     {
         return bad(format!(
             "character {c:?} at position {i} is not allowed ({NAME_RULE}, as it is written inside ${{e2b.secrets.NAME}})"
@@ -239,9 +238,6 @@ pub(crate) fn check_name(name: &str) -> ApiResult<()> {
             "it is {} characters long, at most {MAX_NAME_LEN} are allowed",
             name.len()
         ));
-    }
-    if name.as_bytes()[0].is_ascii_digit() {
-        return bad(format!("it starts with a digit ({NAME_RULE})"));
     }
     if name.len() >= ID_PREFIX.len() && name[..ID_PREFIX.len()].eq_ignore_ascii_case(ID_PREFIX) {
         return bad(format!(
@@ -1029,8 +1025,6 @@ mod tests {
             (b"".to_vec(), "\"name\" is missing"),
             (br#"{"name":"N"}"#.to_vec(), "\"value\" is missing"),
             (named(""), "empty"),
-            (named("1ABC"), "digit"),
-            (named("a-b"), "'-'"),
             (named("a b"), "' '"),
             (named("a}b"), "'}'"),
             (named("é"), "'é'"),

@@ -161,13 +161,11 @@ fn parse_net(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-/// A secret's name as `/secrets` accepts it: `[A-Za-z_][A-Za-z0-9_]*`, at most 64.
+/// A secret's name as `/secrets` accepts it: 1-64 of `[A-Za-z0-9_.-]`.
 fn secret_name_ok(n: &str) -> bool {
-    n.len() <= 64
+    (1..=64).contains(&n.len())
         && n.bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Splits a header value template into text and secret references.
