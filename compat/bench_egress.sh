@@ -20,7 +20,7 @@ for b in soulbox soulbox-testnet soulbox-agent; do
   [ -x "$rel/$b" ] || { echo "no $rel/$b: build the release binaries first" >&2; exit 1; }
 done
 [ -x .venv-2.63.0/bin/python ] || { python3 -m venv .venv-2.63.0; .venv-2.63.0/bin/pip install -q e2b==2.63.0 pytest; }
-if ip netns list | grep -qw sbxinet; then
+if ip netns list 2>/dev/null | grep -w sbxinet >/dev/null; then
   echo "a soulbox-testnet is already up (another run?); if it is a leftover: $rel/soulbox-testnet down" >&2
   exit 1
 fi
@@ -32,8 +32,9 @@ fi
 work=$(mktemp -d /tmp/bench-egress.XXXXXX)
 tn="$work/testnet"
 mkdir "$tn"
-testnet= server= ok=
+testnet= server= bench= ok=
 cleanup() {
+  if [ -n "$bench" ]; then kill -TERM "$bench" 2>/dev/null || true; wait "$bench" 2>/dev/null || true; fi
   # The server first (--on-stop kill: its sandboxes go with it), then the testnet.
   if [ -n "$server" ]; then kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
   if [ -n "$testnet" ]; then kill -TERM "$testnet" 2>/dev/null || true; wait "$testnet" 2>/dev/null || true; fi
@@ -69,8 +70,13 @@ done
 
 export E2B_API_URL="http://127.0.0.1:$port" E2B_SANDBOX_URL="http://127.0.0.1:$port" E2B_API_KEY="$key"
 unset E2B_DEBUG E2B_DOMAIN
-echo "## egress proxy vs NAT ($(date -u +%F), $(nproc) cores, template base, no bandwidth limit, soulbox-testnet)"
+echo "## egress proxy vs NAT ($(date -u +%F), $(nproc) cores, load average $(cut -d" " -f1 /proc/loadavg) at the start, template base, no bandwidth limit, soulbox-testnet)"
 echo
-.venv-2.63.0/bin/python bench_egress.py "$size" "$connects" "$tn"
+# In the background, so that a signal is acted on at once (bash holds traps while a
+# foreground command runs).
+.venv-2.63.0/bin/python -u bench_egress.py "$size" "$connects" "$tn" &
+bench=$!
+wait "$bench"
+bench=
 ok=1
 echo "(took $(( $(date +%s) - t0 )) s)" >&2

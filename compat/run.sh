@@ -19,7 +19,7 @@ done
 # start_server [keep|kill]: what a stop does to the sandboxes (keep: the next start takes
 # them over).
 start_server() {
-  SOULBOX_ADMIN_API_KEY="$key" SOULBOX_DATA_DIR="$data" "$bin" serve --listen "127.0.0.1:$port" --templates base,code-interpreter \
+  SOULBOX_EGRESS_TRUST="$testnet/ca.pem" SOULBOX_ADMIN_API_KEY="$key" SOULBOX_DATA_DIR="$data" "$bin" serve --listen "127.0.0.1:$port" --templates base,code-interpreter \
     --insecure-registry "$registry" --on-stop "${1:-keep}" >>serve.log 2>&1 &
   server=$!
   python3 - "$port" <<'PY'
@@ -34,6 +34,13 @@ sys.exit("soulbox serve did not come up; see compat/serve.log")
 PY
 }
 : >serve.log
+# The internet for the egress scenarios: a network namespace with its own DNS, HTTP and HTTPS
+# servers and CA (soulbox-testnet); it lives as long as this script.
+testnet=$(mktemp -d)
+"${bin%/soulbox}/soulbox-testnet" up --dir "$testnet" --parent-pid $$ >testnet.log 2>&1 &
+testnet_pid=$!
+for _ in $(seq 100); do [ -e "$testnet/ready" ] && break; sleep 0.1; done
+[ -e "$testnet/ready" ] || { echo "soulbox-testnet did not come up; see compat/testnet.log"; exit 1; }
 # An OCI registry on loopback with a busybox image, for `from_image` (never an outside one).
 registry="127.0.0.1:${SOULBOX_COMPAT_REGISTRY_PORT:-5917}"
 registry_dir=$(mktemp -d)
@@ -41,7 +48,7 @@ registry_dir=$(mktemp -d)
 # A second team's key: what one team builds, the other must not see.
 other_key=$(SOULBOX_DATA_DIR="$data" "$bin" keys create --name compat-other --team compat-other)
 start_server
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; kill "$(cat "$registry_dir/r/registry.pid")" 2>/dev/null || true; rm -rf "$registry_dir" ${upgraded:+"$upgraded"}' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; kill $testnet_pid 2>/dev/null; wait $testnet_pid 2>/dev/null; rm -rf "$testnet"; kill "$(cat "$registry_dir/r/registry.pid")" 2>/dev/null || true; rm -rf "$registry_dir" ${upgraded:+"$upgraded"}' EXIT
 
 export SOULBOX_URL="http://127.0.0.1:$port" E2B_API_KEY="$key" SOULBOX_COMPAT_TEMPLATE=base
 # Every SDK call goes to this SoulBox only (never to E2B's public API).
@@ -56,6 +63,8 @@ echo "== Python e2b 2.45.1 (a sandbox killed mid-command)"
 (cd python && ../.venv-2.45.1/bin/python -m pytest -q -p no:cacheprovider test_commands.py -k killed_mid)
 echo "== Python e2b 2.63.0: custom templates"
 (cd templates && SOULBOX_OTHER_TEAM_KEY="$other_key" SOULBOX_COMPAT_REGISTRY="$registry" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
+echo "== Python e2b 2.63.0: egress policy, secrets, private ports"
+(cd egress && SOULBOX_TESTNET_DIR="$testnet" SOULBOX_OTHER_TEAM_KEY="$other_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b-code-interpreter 2.11.5"
 (cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
 echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"
