@@ -317,6 +317,15 @@ impl Client {
         .map(drop)
     }
 
+    /// Replaces a sandbox's whole egress configuration (`PUT /sandboxes/{id}/network`, E2B's
+    /// shape: `allowOut`, `denyOut`, `dnsServers`, `rules`, `allow_internet_access`).
+    pub async fn update_network(&self, id: &str, network: &serde_json::Value) -> Result<()> {
+        let url = self.endpoint(&format!("/sandboxes/{id}/network"));
+        self.send(self.inner.http.put(url).json(network))
+            .await
+            .map(drop)
+    }
+
     /// Freezes a sandbox; its processes and files stay as they are until resumed.
     pub async fn pause(&self, id: &str) -> Result<()> {
         let url = self.endpoint(&format!("/sandboxes/{id}/pause"));

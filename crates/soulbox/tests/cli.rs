@@ -494,3 +494,46 @@ fn connect_is_an_interactive_terminal() {
     }
     ok(soulbox(h).args(["sandbox", "kill", &id]));
 }
+
+#[test]
+fn sandbox_network_sets_and_clears_the_policy_and_names_what_is_wrong() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let id = create(h);
+    let info = || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (status, body) = rt.block_on(common::http(
+            common::serve(),
+            "GET",
+            &format!("/sandboxes/{id}"),
+            &[("X-API-KEY", common::KEY)],
+            b"",
+        ));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    ok(soulbox(h).args([
+        "sandbox",
+        "network",
+        &id,
+        "--allow-out",
+        "pypi.org",
+        "--allow-out",
+        "198.51.100.0/24",
+        "--deny-all",
+        "--dns",
+        "198.51.100.53",
+    ]));
+    let n = &info()["network"];
+    assert_eq!(n["allowOut"], serde_json::json!(["pypi.org", "198.51.100.0/24"]));
+    assert_eq!(n["denyOut"], serde_json::json!(["0.0.0.0/0", "::/0"]));
+    assert_eq!(n["dnsServers"], serde_json::json!(["198.51.100.53"]));
+    let out = run(soulbox(h).args(["sandbox", "network", &id, "--allow-out", "10.0.0.0/33"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10.0.0.0/33"), "{out:?}");
+    // The failed update changed nothing; an empty one clears the policy.
+    assert_eq!(info()["network"]["allowOut"][0], "pypi.org");
+    ok(soulbox(h).args(["sandbox", "network", &id]));
+    assert_eq!(info()["network"], serde_json::json!({}));
+    ok(soulbox(h).args(["sandbox", "kill", &id]));
+}

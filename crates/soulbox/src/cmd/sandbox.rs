@@ -66,12 +66,90 @@ enum SandboxCmd {
     },
     /// Set a sandbox to end SECONDS from now.
     Timeout { id: String, seconds: u64 },
+    /// Replace a sandbox's egress policy at once (see docs/network.md); connections the new
+    /// policy refuses are cut. With no option, the policy is cleared (the baseline).
+    Network {
+        id: String,
+        /// Allow a CIDR, an IP, a domain or `*.domain` (repeatable; allow beats deny).
+        #[arg(long = "allow-out", value_name = "ADDR|DOMAIN")]
+        allow_out: Vec<String>,
+        /// Deny a CIDR or an IP (repeatable); `0.0.0.0/0` denies all but what is allowed.
+        #[arg(long = "deny-out", value_name = "CIDR")]
+        deny_out: Vec<String>,
+        /// Deny everything not allowed (as --deny-out 0.0.0.0/0 --deny-out ::/0).
+        #[arg(long)]
+        deny_all: bool,
+        /// The only resolvers the sandbox may query (repeatable).
+        #[arg(long = "dns", value_name = "IP")]
+        dns: Vec<String>,
+        /// Set a header on requests to a host: HOST:NAME=VALUE, VALUE may hold
+        /// ${e2b.secrets.NAME} (repeatable).
+        #[arg(long = "header", value_name = "HOST:NAME=VALUE")]
+        headers: Vec<String>,
+    },
+}
+
+/// The body of `PUT /sandboxes/{id}/network` from the CLI's options.
+fn network_body(
+    allow_out: Vec<String>,
+    mut deny_out: Vec<String>,
+    deny_all: bool,
+    dns: Vec<String>,
+    headers: Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    if deny_all {
+        deny_out.extend(["0.0.0.0/0".to_string(), "::/0".to_string()]);
+    }
+    let mut body = serde_json::Map::new();
+    if !allow_out.is_empty() {
+        body.insert("allowOut".into(), allow_out.into());
+    }
+    if !deny_out.is_empty() {
+        body.insert("denyOut".into(), deny_out.into());
+    }
+    if !dns.is_empty() {
+        body.insert("dnsServers".into(), dns.into());
+    }
+    let mut rules = serde_json::Map::new();
+    for h in headers {
+        let (host, pair) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected HOST:NAME=VALUE"))?;
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected HOST:NAME=VALUE"))?;
+        let list = rules
+            .entry(host.to_string())
+            .or_insert_with(|| serde_json::json!([{"transform": {"headers": {}}}]));
+        list[0]["transform"]["headers"][name] = value.into();
+    }
+    if !rules.is_empty() {
+        body.insert("rules".into(), rules.into());
+    }
+    Ok(body.into())
 }
 
 pub async fn run(a: SandboxArgs) -> anyhow::Result<()> {
     let client = a.remote.client()?;
     let json = a.remote.json;
     match a.cmd {
+        SandboxCmd::Network {
+            id,
+            allow_out,
+            deny_out,
+            deny_all,
+            dns,
+            headers,
+        } => {
+            let body = network_body(allow_out, deny_out, deny_all, dns, headers)?;
+            client
+                .update_network(&id, &body)
+                .await
+                .map_err(|e| about_sandbox(&id, e))?;
+            if !json {
+                println!("network of {id} set: {body}");
+            }
+        }
         SandboxCmd::Create {
             template,
             timeout,
