@@ -21,6 +21,20 @@ from e2b.exceptions import NotFoundException
 
 TEMPLATE = os.environ.get("SOULBOX_COMPAT_TEMPLATE", "base")
 TICKER = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+# An egress policy (soulbox-testnet's names): kept by the firewall and the proxy of the new
+# server, which listens on another port.
+FENCE = {"allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"], "dns_servers": ["198.51.100.53"]}
+UDP = ("python3 -c \"import socket; s=socket.socket(2,2); s.settimeout(2); "
+       "s.sendto(b'x',('198.51.100.13',5353)); print(s.recvfrom(9)[0])\"")
+
+
+def fenced_as_before(sbx):
+    ok = sbx.commands.run("curl -s -m 5 http://allowed.test/").stdout
+    assert ok.startswith("hello 198.51.100.10"), ok
+    refused = sbx.commands.run("curl -s -m 5 http://other.test/").stdout
+    assert "not allowed" in refused, refused
+    udp = sbx.commands.run(UDP + " || echo blocked").stdout
+    assert "blocked" in udp, udp
 
 
 def cgroup_pids(sandbox_id):
@@ -64,6 +78,8 @@ def before(path):
     paused_fs = Sandbox.create(TEMPLATE, timeout=600)
     paused_fs.files.write("/home/user/fs.txt", "files only")
     assert paused_fs.pause(keep_memory=False) is True
+    fenced = Sandbox.create(TEMPLATE, timeout=600, network=FENCE)
+    fenced_as_before(fenced)
     ending = Sandbox.create(TEMPLATE, timeout=25)
     doomed = Sandbox.create(TEMPLATE, timeout=600)
     info = keep.get_info()
@@ -73,6 +89,7 @@ def before(path):
         "ending": ending.sandbox_id, "ending_end": ending.get_info().end_at.timestamp(),
         "doomed": doomed.sandbox_id, "paused_files": paused_files,
         "paused_sleeper": paused_sleeper, "paused_fs": paused_fs.sandbox_id,
+        "fenced": fenced.sandbox_id,
         # Every sandbox on the host (the warm pool's too): all must be the same after.
         "all": sorted(os.path.basename(d) for d in glob.glob("/sys/fs/cgroup/pids/soulbox/*")
                       if os.path.isdir(d)),
@@ -116,6 +133,8 @@ def after(path):
             break
     assert len(ticks) >= 3 and ticks[0] > 5, f"the ticker did not go on: {ticks}"
     handle.kill()
+    fenced = Sandbox.connect(state["fenced"])
+    fenced_as_before(fenced)
     # Still paused, and resumed on connect with its files.
     listed = {s.sandbox_id: s.state for s in Sandbox.list().next_items()}
     assert listed.get(state["paused"]) == "paused", listed
@@ -148,7 +167,7 @@ def after(path):
         sys.exit(f"{state['ending']} outlived its end time")
     except NotFoundException:
         pass
-    for s in (keep, paused, paused_fs):
+    for s in (keep, paused, paused_fs, fenced):
         s.kill()
     print("after the restart: every sandbox taken over as it was")
 
