@@ -525,12 +525,18 @@ fn sandbox_network_sets_and_clears_the_policy_and_names_what_is_wrong() {
         "198.51.100.53",
     ]));
     let n = &info()["network"];
-    assert_eq!(n["allowOut"], serde_json::json!(["pypi.org", "198.51.100.0/24"]));
+    assert_eq!(
+        n["allowOut"],
+        serde_json::json!(["pypi.org", "198.51.100.0/24"])
+    );
     assert_eq!(n["denyOut"], serde_json::json!(["0.0.0.0/0", "::/0"]));
     assert_eq!(n["dnsServers"], serde_json::json!(["198.51.100.53"]));
     let out = run(soulbox(h).args(["sandbox", "network", &id, "--allow-out", "10.0.0.0/33"]));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("10.0.0.0/33"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("10.0.0.0/33"),
+        "{out:?}"
+    );
     // The failed update changed nothing; an empty one clears the policy.
     assert_eq!(info()["network"]["allowOut"][0], "pypi.org");
     ok(soulbox(h).args(["sandbox", "network", &id]));

@@ -190,7 +190,7 @@ async fn splice(hello: Hello, mut down: TcpStream, mut up: TcpStream) -> Result<
     up.write_all(&hello.bytes)
         .await
         .map_err(|e| e.to_string())?;
-    tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 64 << 10, 64 << 10)
+    tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 256 << 10, 256 << 10)
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
