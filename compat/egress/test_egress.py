@@ -164,6 +164,11 @@ def test_a_secret_is_added_outside_and_never_enters_the_sandbox(make):
         Secret.update(name, value + "-v2")
         sh(sbx, "curl -s -m 5 https://api.test/")
         assert requests_seen()[-1]["headers"]["authorization"] == f"Bearer {value}-v2"
+        # The rule removed (the host still allowed): sent on as it is, without the header.
+        sbx.update_network(only_names("api.test"))
+        assert sh(sbx, f"{CURL} https://api.test/")[1].startswith("hello 198.51.100.20")
+        assert "authorization" not in requests_seen()[-1]["headers"]
+        sbx.update_network({**only_names("api.test"), "rules": rules})
         # Nowhere in the sandbox: env, every process's environment, files, memory.
         assert value not in sh(sbx, "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'")[1]
         # (Files: everywhere a process could have written, the whole writable layer's reach.)

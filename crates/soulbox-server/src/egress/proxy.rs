@@ -138,6 +138,9 @@ async fn handle(egress: Arc<Egress>, mut down: TcpStream, peer: SocketAddr) -> R
     let rule = name
         .as_deref()
         .and_then(|n| policy.rule_for(n).map(|r| (n.to_string(), r.clone())));
+    // A change of the host's header rules ends the connection too: a removed secret is not
+    // sent on, and a new rule applies from the next connection.
+    let rule_at_start = rule.as_ref().map(|(_, r)| r.clone());
     let relay = async {
         match rule {
             Some((n, rule)) => intercept(&egress, &sb, hello, down, up, &n, rule).await,
@@ -150,7 +153,11 @@ async fn handle(egress: Arc<Egress>, mut down: TcpStream, peer: SocketAddr) -> R
             r = &mut relay => return r,
             changed = watch.changed() => {
                 let p = watch.borrow_and_update().clone();
-                if changed.is_err() || !still_allowed(&p, name.as_deref(), upstream) {
+                let rule_now = name.as_deref().and_then(|n| p.rule_for(n).cloned());
+                if changed.is_err()
+                    || !still_allowed(&p, name.as_deref(), upstream)
+                    || rule_now != rule_at_start
+                {
                     return Err(format!("{id}: cut by a policy change ({name:?} at {upstream})"));
                 }
             }
