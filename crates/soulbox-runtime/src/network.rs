@@ -329,6 +329,16 @@ add element inet soulbox egress_ports {{ {port} }}
         if let Err(e) = self.ensure_firewall() {
             tracing::error!("installing the sandbox firewall for the sandboxes taken over: {e}");
         }
+        // A kept slot has the bandwidth limit of the run that made it: this run's applies
+        // (to it now, and to whoever gets it next).
+        for &index in keep {
+            if let Err(e) = apply_rate(&Slot { index }, self.limits.rate_mbit) {
+                tracing::warn!(
+                    slot = index,
+                    "setting the bandwidth limit of a kept slot: {e}"
+                );
+            }
+        }
     }
 
     fn ensure_firewall(&self) -> Result<()> {
@@ -481,6 +491,25 @@ fn rate_limit(netns: Option<&str>, dev: &str, mbit: u32) -> Result<()> {
     run("tc", &args, None)
 }
 
+/// Bounds both ends of a slot's veth to `mbit` (0: removes any bound). The host's end shapes
+/// what the sandbox receives, the namespace's what it sends; the namespace belongs to the
+/// host, so the sandbox cannot lift either.
+fn apply_rate(s: &Slot, mbit: u32) -> Result<()> {
+    let (ns, host_if) = (s.netns(), s.host_if());
+    if mbit == 0 {
+        // Absent already on a fresh slot: nothing to undo then.
+        let _ = run("tc", &["qdisc", "del", "dev", &host_if, "root"], None);
+        let _ = run(
+            "tc",
+            &["-n", &ns, "qdisc", "del", "dev", "eth0", "root"],
+            None,
+        );
+        return Ok(());
+    }
+    rate_limit(None, &host_if, mbit)?;
+    rate_limit(Some(&ns), "eth0", mbit)
+}
+
 fn make_slot(s: &Slot, rate_mbit: u32) -> Result<()> {
     let (ns, host_if) = (s.netns(), s.host_if());
     let host = format!(
@@ -495,10 +524,7 @@ fn make_slot(s: &Slot, rate_mbit: u32) -> Result<()> {
     );
     run("ip", &["-n", &ns, "-batch", "-"], Some(&inside))?;
     if rate_mbit > 0 {
-        // Both ends: the host's shapes what the sandbox receives, the namespace's what it
-        // sends. The namespace belongs to the host, so the sandbox cannot lift either.
-        rate_limit(None, &host_if, rate_mbit)?;
-        rate_limit(Some(&ns), "eth0", rate_mbit)?;
+        apply_rate(s, rate_mbit)?;
     }
     Ok(())
 }
