@@ -108,7 +108,6 @@ pub async fn plan(
             check_secrets(st, team, &p).await?;
             Some(p)
         }
-        None if !internet => unreachable!("handled above"),
         None => None,
     };
     Ok(Plan {

@@ -145,7 +145,6 @@ pub struct Policy {
     /// Resolvers the proxy resolves allowed names with: the listed ones, else the
     /// operator's (with `dnsServers: []` the sandbox reaches none, names still work).
     pub proxy_dns: Vec<IpAddr>,
-    pub named_ports: Vec<u16>,
     pub rules: Vec<HeaderRule>,
 }
 
@@ -277,7 +276,6 @@ impl NetworkConfig {
                     .into(),
             );
         }
-        p.named_ports = NAMED_PORTS.to_vec();
         for (host, rules) in self.rules.iter().flatten() {
             let pattern = Pattern::parse(host).ok_or_else(|| {
                 ApiError::BadRequest(format!(
@@ -346,7 +344,7 @@ impl Policy {
             deny: self.deny_nets.clone(),
             dns: self.dns.clone(),
             proxy_ports: if self.needs_proxy() {
-                self.named_ports.clone()
+                NAMED_PORTS.to_vec()
             } else {
                 vec![]
             },
