@@ -71,6 +71,52 @@ pub struct ServerConfig {
     /// CA certificates (PEM files) the egress proxy trusts beside the host's trust store,
     /// when it verifies the servers of hosts with header rules.
     pub egress_trust: Vec<std::path::PathBuf>,
+    /// Requests per second each API key may make, with bursts (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
+    /// `GET /metrics` and the per-sandbox samples behind `get_metrics()`.
+    pub monitoring: Monitoring,
+    /// Serve HTTPS with this certificate and key (PEM files) instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Limits a sandbox gets when its template sets none.
+    pub default_limits: soulbox_runtime::Limits,
+    /// The most any sandbox may have, whatever its template asks for.
+    pub max_limits: soulbox_runtime::Limits,
+}
+
+/// A token bucket per API key: `per_second` refill, `burst` deep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Monitoring {
+    /// Serve `GET /metrics` (Prometheus text format).
+    pub metrics: bool,
+    /// A bearer token `GET /metrics` requires (`None`: open to whoever reaches the listener).
+    pub metrics_token: Option<String>,
+    /// How often each sandbox's CPU, memory, disk and network are sampled.
+    pub sample_interval: std::time::Duration,
+    /// How long samples are kept (the range `get_metrics(start, end)` can answer).
+    pub sample_retention: std::time::Duration,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Monitoring {
+            metrics: true,
+            metrics_token: None,
+            sample_interval: std::time::Duration::from_secs(5),
+            sample_retention: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl ServerConfig {
@@ -92,6 +138,17 @@ impl ServerConfig {
             insecure_registries: vec![],
             max_timeout: None,
             egress_trust: vec![],
+            rate_limit: None,
+            monitoring: Monitoring::default(),
+            tls: None,
+            default_limits: soulbox_runtime::Limits::default(),
+            max_limits: soulbox_runtime::Limits {
+                memory_bytes: 256 << 30,
+                cpu_millis: 64_000,
+                pids: 32768,
+                disk_bytes: 1 << 40,
+                nofile: 1 << 20,
+            },
         }
     }
 }
