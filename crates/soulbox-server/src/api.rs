@@ -3,8 +3,7 @@
 use crate::error::{ApiError, ApiResult, Body};
 use crate::store::SandboxRecord;
 use crate::AppState;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,6 +11,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use crate::access::quota::Use;
 use soulbox_runtime::{Backend, Limits, SandboxSpec};
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,6 +23,9 @@ pub fn router() -> Router<AppState> {
         .merge(crate::snapshots::router())
         .merge(crate::team_secrets::router())
         .merge(crate::network_api::router())
+        .merge(crate::access::keys::router())
+        .merge(crate::access::audit::router())
+        .merge(crate::access::quota::router())
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .route("/sandboxes", post(create_v1).get(list_v1))
         .route("/v2/sandboxes", post(create_v2).get(list_v2))
@@ -37,31 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/sandboxes/{id}/metrics", get(metrics))
 }
 
-/// The team of the request's `X-API-KEY`.
-pub struct Team(pub String);
-
-impl FromRequestParts<AppState> for Team {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "missing X-API-KEY header: set E2B_API_KEY to a SoulBox API key".into(),
-                )
-            })?;
-        match state.store.team_of_key(key).await? {
-            Some(team) => Ok(Team(team)),
-            None => Err(ApiError::Unauthorized("invalid API key".into())),
-        }
-    }
-}
+pub use crate::access::Team;
 
 /// A JSON body, an empty one meaning the defaults.
 pub(crate) fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
@@ -193,6 +172,12 @@ async fn create(
         access_token: Some(token.clone()),
         ..Default::default()
     };
+    // Its share of the team's quota, held until its record counts it.
+    let need = match &custom {
+        Some((t, _)) => Use::one(t.cpu_count.max(1) * 1000, t.memory_mb.max(128)),
+        None => Use::one(limits.cpu_millis as i64, (limits.memory_bytes >> 20) as i64),
+    };
+    let _seat = crate::access::quota::admit(&st, &team, need).await?;
     let claimed = if custom.is_some() {
         None
     } else {
@@ -270,7 +255,9 @@ async fn create(
         return Err(e.into());
     }
     tracing::info!(sandbox_id = %rec.id, template = %rec.template, "sandbox created");
-    Ok((StatusCode::CREATED, Json(sandbox_json(&st, &rec))).into_response())
+    let mut resp = (StatusCode::CREATED, Json(sandbox_json(&st, &rec))).into_response();
+    crate::access::audit::target(&mut resp, &rec.id, json!({"template": rec.alias}));
+    Ok(resp)
 }
 
 /// Gives a sandbox claimed from the warm pool the create's egress policy, before anyone
@@ -404,12 +391,15 @@ pub(crate) async fn find(st: &AppState, team: &str, id: &str) -> ApiResult<Sandb
 
 async fn info(
     State(st): State<AppState>,
-    Team(team): Team,
+    caller: crate::access::Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let r = find(&st, &team, &id).await?;
+    let r = find(&st, &caller.team, &id).await?;
     let mut v = listed_json(&r);
-    v["envdAccessToken"] = json!(r.access_token);
+    // The envd token runs commands in the sandbox: not for a key that may only read.
+    if caller.role >= crate::access::Role::Member {
+        v["envdAccessToken"] = json!(r.access_token);
+    }
     v["allowInternetAccess"] = json!(r
         .network
         .as_ref()

@@ -10,6 +10,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -19,6 +21,16 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many requests from one key: the SDKs wait `Retry-After` and retry.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// Over a team quota: 429 too, but marked not to be retried at once (it frees only when
+    /// a sandbox ends).
+    #[error("{0}")]
+    OverQuota(String),
 }
 
 impl ApiError {
@@ -26,11 +38,13 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } | ApiError::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -50,7 +64,21 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Internal(_)) {
             tracing::error!("{self}");
         }
-        json_error(self.status(), &self.to_string())
+        let mut resp = json_error(self.status(), &self.to_string());
+        let retry = match &self {
+            // Whole seconds, at least one: the SDKs read delta-seconds only.
+            ApiError::RateLimited { retry_after, .. } => {
+                Some((retry_after.as_secs_f64().ceil().max(1.0) as u64, "true"))
+            }
+            ApiError::OverQuota(_) => Some((10, "false")),
+            _ => None,
+        };
+        if let Some((secs, again)) = retry {
+            let h = resp.headers_mut();
+            h.insert("retry-after", secs.into());
+            h.insert("should-retry", axum::http::HeaderValue::from_static(again));
+        }
+        resp
     }
 }
 

@@ -5,6 +5,7 @@
 //! signed `/files` URL ⇒ data plane by signature; anything else ⇒ control plane (which answers
 //! 401 without a key). One URL thus serves as both `E2B_API_URL` and `E2B_SANDBOX_URL`.
 
+pub mod access;
 pub mod api;
 pub mod connect_stream;
 pub mod conns;
@@ -168,6 +169,10 @@ pub struct AppState {
     pub pausing: Arc<pausing::Pausing>,
     /// The egress proxy and the policies it enforces.
     pub egress: Arc<egress::Egress>,
+    /// Each API key's request budget.
+    pub rate: Arc<access::rate::Buckets>,
+    /// Starts holding their share of their team's quota.
+    pub admissions: Arc<access::quota::Admissions>,
 }
 
 impl AppState {
@@ -224,6 +229,8 @@ pub async fn serve_on(
         upload_tokens: Default::default(),
         layer_gc: Default::default(),
         pausing: Default::default(),
+        rate: Default::default(),
+        admissions: Default::default(),
         cfg: Arc::new(cfg),
     };
     // A build the last run left unfinished cannot be picked up half-made: it is reported
@@ -238,6 +245,10 @@ pub async fn serve_on(
     lifecycle::spawn(state.clone());
     state.pool.spawn_filler(Arc::clone(&state.backend));
     let control = api::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::gate,
+        ))
         .layer(DefaultBodyLimit::max(state.cfg.max_body))
         .fallback(|| async {
             error::json_error(axum::http::StatusCode::NOT_FOUND, "no such route")
@@ -343,8 +354,9 @@ async fn accept_loop(
         let first = std::sync::Arc::new(tokio::sync::Notify::new());
         let svc = {
             let (app, first) = (app.clone(), first.clone());
-            hyper::service::service_fn(move |req| {
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 first.notify_one();
+                req.extensions_mut().insert(access::Peer(peer));
                 let mut app = app.clone();
                 async move { app.call(req).await }
             })

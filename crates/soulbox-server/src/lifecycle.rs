@@ -16,6 +16,11 @@ pub fn spawn(st: AppState) {
                 if s.state == "paused" {
                     continue;
                 }
+                let action = if s.auto_pause {
+                    "sandbox.pause"
+                } else {
+                    "sandbox.kill"
+                };
                 let result = if s.auto_pause {
                     crate::pausing::pause(&st, &s.id, s.auto_pause_memory)
                         .await
@@ -24,6 +29,18 @@ pub fn spawn(st: AppState) {
                 } else {
                     st.kill(&s.id).await.map_err(|e| e.to_string())
                 };
+                let entry = crate::access::audit::Entry::by(
+                    "server",
+                    Some(&s.team_id),
+                    action,
+                    &s.id,
+                    result.is_ok(),
+                );
+                let detail = match &result {
+                    Ok(()) => serde_json::json!({"reason": "end time"}),
+                    Err(e) => serde_json::json!({"reason": "end time", "message": e}),
+                };
+                crate::access::audit::record(&st.store, entry.with_detail(detail)).await;
                 match result {
                     Ok(()) => tracing::info!(sandbox_id = %s.id, "sandbox reached its end time"),
                     Err(e) => tracing::warn!(sandbox_id = %s.id, "ending sandbox: {e}"),

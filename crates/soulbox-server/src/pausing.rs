@@ -177,6 +177,12 @@ pub async fn resume(st: &AppState, id: &str, end_ms: i64, memory: bool) -> ApiRe
     if rec.state != "paused" {
         return Ok(());
     }
+    let _seat = crate::access::quota::admit(
+        st,
+        &rec.team_id,
+        crate::access::quota::Use::one(rec.cpu_millis, rec.memory_mb),
+    )
+    .await?;
     let pid = if st.backend.is_paused_on_disk(id) {
         let (info, how) = st.backend.resume_from_disk(id, memory).await?;
         // Booted again: its template's start command runs again, as at create. Restored, it

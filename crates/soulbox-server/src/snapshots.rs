@@ -133,6 +133,7 @@ async fn create_snapshot(
         ),
     };
     let (name, _tag) = crate::templates::parse_name(&name).map_err(ApiError::BadRequest)?;
+    crate::access::quota::check_storage(&st, &team).await?;
     let _one = st.pausing.lock(&rec.id).await;
     let _gc = st.layer_gc.read().await;
     let image = snapshot_image(&st, &rec, req.memory.unwrap_or(true)).await?;
@@ -219,6 +220,17 @@ async fn fork(
     }
     let rec = find(&st, &team, &id).await?;
     let timeout = crate::api::check_timeout(&st, req.timeout.unwrap_or(rec.timeout_ms / 1000))?;
+    // All the children are admitted at once, or none.
+    let _seat = crate::access::quota::admit(
+        &st,
+        &team,
+        crate::access::quota::Use {
+            sandboxes: count as i64,
+            cpu_millis: rec.cpu_millis * count as i64,
+            memory_mb: rec.memory_mb * count as i64,
+        },
+    )
+    .await?;
     let one = st.pausing.lock(&rec.id).await;
     let _gc = st.layer_gc.read().await;
     let image = snapshot_image(&st, &rec, req.memory.unwrap_or(true)).await?;
@@ -274,5 +286,11 @@ async fn fork(
         });
     }
     tracing::info!(sandbox_id = %rec.id, count, memory = image.memory.is_some(), "sandbox forked");
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    let made: Vec<&str> = children
+        .iter()
+        .filter_map(|c| c.as_ref().ok().map(|c| c.id.as_str()))
+        .collect();
+    let mut resp = (StatusCode::CREATED, Json(out)).into_response();
+    crate::access::audit::target(&mut resp, "", json!({ "children": made }));
+    Ok(resp)
 }

@@ -101,7 +101,7 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn short_id() -> String {
+pub(crate) fn short_id() -> String {
     let bytes: [u8; 8] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -221,18 +221,10 @@ impl Store {
     }
 
     /// Stores a key (hashed) for a team; returns its id.
+    /// An admin key: the operator's own and the first one.
     pub async fn add_key(&self, team_id: &str, key: &str, name: &str) -> Result<String> {
-        let id = short_id();
-        sqlx::query("INSERT INTO api_keys (id, team_id, key_hash, prefix, name, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key_hash) DO UPDATE SET revoked_at = NULL")
-            .bind(&id)
-            .bind(team_id)
-            .bind(hash_key(key))
-            .bind(key.chars().take(10).collect::<String>())
-            .bind(name)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        Ok(id)
+        self.add_key_with_role(team_id, key, name, crate::access::Role::Admin)
+            .await
     }
 
     /// The team a key belongs to, if the key is valid and not revoked.

@@ -39,9 +39,14 @@ enum Layer {
 enum Command {
     /// Serve the E2B-compatible API and the sandbox proxy.
     Serve(cmd::serve::ServeArgs),
-    /// Manage API keys.
+    /// Manage API keys and their roles (on this machine's store).
     #[command(subcommand)]
-    Keys(cmd::serve::KeysCmd),
+    Keys(cmd::keys::KeysCmd),
+    /// Teams and their quotas (on this machine's store).
+    #[command(subcommand)]
+    Teams(cmd::teams::TeamsCmd),
+    /// Read the audit log: who changed what, from where, with what outcome.
+    Audit(cmd::audit::AuditArgs),
     /// Check that this host can run SoulBox, and say how to fix what is missing.
     Doctor,
     /// Build and list templates.
@@ -101,7 +106,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve(a) => cmd::serve::serve(&ctx, a).await,
-        Command::Keys(c) => cmd::serve::keys(&ctx, c).await,
+        Command::Keys(c) => cmd::keys::keys(&ctx, c).await,
+        Command::Teams(c) => cmd::teams::teams(&ctx, c).await,
+        Command::Audit(a) => cmd::audit::audit(&ctx, a).await,
         Command::Doctor => cmd::doctor::run(&ctx),
         Command::Template(c) => cmd::template::run(&ctx, c).await,
         Command::Run(a) => cmd::run::run(&ctx, a).await,

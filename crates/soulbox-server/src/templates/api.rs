@@ -68,6 +68,7 @@ async fn request_build(
         .or(req.alias)
         .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
     let (name, tag) = parse_name(&full).map_err(ApiError::BadRequest)?;
+    crate::access::quota::check_storage(&st, &team).await?;
     if soulbox_runtime::template::recipe::find(&name).is_some() {
         return Err(ApiError::Conflict(format!(
             "'{name}' is a built-in template; choose another name"
@@ -96,14 +97,16 @@ async fn request_build(
         .store
         .request_build(&team, &name, &tags, cpu, mem, 10 * 1024)
         .await?;
-    Ok((
+    let mut resp = (
         StatusCode::ACCEPTED,
         Json(json!({
             "templateID": t.id, "buildID": b.id, "public": t.public,
             "names": [format!("{}:{}", t.name, tags[0])], "tags": tags, "aliases": [t.name],
         })),
     )
-        .into_response())
+        .into_response();
+    crate::access::audit::target(&mut resp, &t.id, json!({"name": t.name, "buildID": b.id}));
+    Ok(resp)
 }
 
 async fn upload_link(
@@ -236,6 +239,7 @@ async fn start_build(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let t = own(&st, &team, &id).await?;
+    crate::access::quota::check_storage(&st, &team).await?;
     let req: StartRequest = parse(&body)?;
     // Bad steps are the caller's error, answered now rather than as a failed build.
     let parsed =

@@ -1,15 +1,18 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod bench;
 pub mod connect;
 mod dockerfile;
 pub mod doctor;
 pub mod exec;
 pub mod files;
+pub mod keys;
 mod remote;
 pub mod run;
 pub mod sandbox;
 pub mod serve;
+pub mod teams;
 pub mod template;
 mod template_build;
 

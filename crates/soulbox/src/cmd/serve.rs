@@ -2,7 +2,7 @@
 
 use super::Context;
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::Args;
 use soulbox_runtime::ns::NsBackend;
 use soulbox_server::secrets::Sealer;
 use soulbox_server::store::{new_key, Store};
@@ -120,7 +120,7 @@ fn parse_pool_entry(s: &str) -> Result<(String, usize), String> {
 
 /// The store, its secrets sealed with `SOULBOX_SECRET_KEY` or else the data directory's
 /// `secret.key` (made on first start).
-async fn open_store(ctx: &Context) -> anyhow::Result<Store> {
+pub(super) async fn open_store(ctx: &Context) -> anyhow::Result<Store> {
     ctx.private_data_dir()?;
     let sealer = match std::env::var("SOULBOX_SECRET_KEY")
         .ok()
@@ -228,62 +228,4 @@ async fn stop_sandboxes(store: &Store, backend: &Arc<NsBackend>, on_stop: OnStop
     eprintln!(
         "stopping: {left} sandbox(es) keep running; the next `soulbox serve` takes them over (`--on-stop kill` removes them instead)"
     );
-}
-
-#[derive(Subcommand, Debug)]
-pub enum KeysCmd {
-    /// Create an API key (printed once).
-    Create {
-        #[arg(long, default_value = "cli")]
-        name: String,
-        /// The team the key belongs to (made if new); the first team by default.
-        #[arg(long)]
-        team: Option<String>,
-    },
-    /// List keys (never the keys themselves).
-    List,
-    /// Revoke a key by id or prefix.
-    Revoke { id: String },
-}
-
-pub async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
-    let store = open_store(ctx).await?;
-    match cmd {
-        KeysCmd::Create { name, team } => {
-            let team = match team {
-                Some(t) => {
-                    // The first team is the default one: it must not be this one by accident.
-                    store.default_team().await?;
-                    store.team_named(&t).await?
-                }
-                None => store.default_team().await?,
-            };
-            let k = new_key();
-            store.add_key(&team, &k, &name).await?;
-            println!("{k}");
-        }
-        KeysCmd::List => {
-            println!(
-                "{:<18} {:<12} {:<24} {:<8} NAME",
-                "ID", "PREFIX", "CREATED", "STATE"
-            );
-            for k in store.keys().await? {
-                println!(
-                    "{:<18} {:<12} {:<24} {:<8} {}",
-                    k.id,
-                    k.prefix,
-                    k.created_at,
-                    if k.revoked { "revoked" } else { "active" },
-                    k.name
-                );
-            }
-        }
-        KeysCmd::Revoke { id } => {
-            if !store.revoke_key(&id).await? {
-                anyhow::bail!("no active key with id or prefix '{id}' (see `soulbox keys list`)");
-            }
-            println!("revoked {id}");
-        }
-    }
-    Ok(())
 }
