@@ -47,6 +47,13 @@ registry_dir=$(mktemp -d)
 ./templates/registry.sh "${registry##*:}" "$registry_dir/r"
 # A second team's key: what one team builds, the other must not see.
 other_key=$(SOULBOX_DATA_DIR="$data" "$bin" keys create --name compat-other --team compat-other)
+# Keys and quotas for the access scenarios (compat/access).
+sbx() { SOULBOX_DATA_DIR="$data" "$bin" "$@"; }
+quota_key=$(sbx keys create --name compat-quota --team compat-quota --role member)
+sbx teams quota compat-quota --sandboxes 1 >/dev/null
+rate_key=$(sbx keys create --name compat-rate --team compat-rate --role member)
+sbx teams quota compat-rate --rate 2 --burst 2 >/dev/null
+reader_key=$(sbx keys create --name compat-reader --role read-only)
 start_server
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; kill $testnet_pid 2>/dev/null; wait $testnet_pid 2>/dev/null; rm -rf "$testnet"; kill "$(cat "$registry_dir/r/registry.pid")" 2>/dev/null || true; rm -rf "$registry_dir" ${upgraded:+"$upgraded"}' EXIT
 
@@ -65,6 +72,8 @@ echo "== Python e2b 2.63.0: custom templates"
 (cd templates && SOULBOX_OTHER_TEAM_KEY="$other_key" SOULBOX_COMPAT_REGISTRY="$registry" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b 2.63.0: egress policy, secrets, private ports"
 (cd egress && SOULBOX_TESTNET_DIR="$testnet" SOULBOX_OTHER_TEAM_KEY="$other_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
+echo "== Python e2b 2.63.0: roles, quotas, rate limits"
+(cd access && SOULBOX_QUOTA_KEY="$quota_key" SOULBOX_RATE_KEY="$rate_key" SOULBOX_READER_KEY="$reader_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b-code-interpreter 2.11.5"
 (cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
 echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"

@@ -1,5 +1,6 @@
 //! The E2B-compatible REST API (spec §2): sandboxes' lifecycle, listing, metrics.
 
+use crate::access::quota::Use;
 use crate::error::{ApiError, ApiResult, Body};
 use crate::store::SandboxRecord;
 use crate::AppState;
@@ -11,7 +12,6 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use crate::access::quota::Use;
 use soulbox_runtime::{Backend, Limits, SandboxSpec};
 use std::collections::{BTreeMap, HashMap};
 

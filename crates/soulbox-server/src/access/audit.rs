@@ -24,7 +24,9 @@ pub struct Entry {
     #[serde(default)]
     pub seq: i64,
     pub at: String,
+    #[serde(rename = "teamID")]
     pub team_id: Option<String>,
+    #[serde(rename = "keyID")]
     pub key_id: Option<String>,
     /// `key`, `server` or `cli`.
     pub actor: String,
@@ -316,6 +318,7 @@ pub fn router() -> Router<AppState> {
 struct AuditQuery {
     action: Option<String>,
     target: Option<String>,
+    #[serde(rename = "keyID")]
     key_id: Option<String>,
     outcome: Option<String>,
     since: Option<String>,
@@ -326,7 +329,7 @@ struct AuditQuery {
     format: Option<String>,
 }
 
-/// `GET /audit?action=&target=&keyId=&outcome=&since=&until=&limit=&nextToken=&format=`.
+/// `GET /audit?action=&target=&keyID=&outcome=&since=&until=&limit=&nextToken=&format=`.
 async fn list(
     State(st): State<AppState>,
     c: Caller,
@@ -397,7 +400,10 @@ mod tests {
         assert_eq!(action(&Method::DELETE, "/sandboxes/{id}"), "sandbox.kill");
         assert_eq!(action(&Method::POST, "/new/{x}"), "POST /new/{x}");
         assert_eq!(
-            path_target("/v2/templates/{id}/builds/{build}", "/v2/templates/t1/builds/b2"),
+            path_target(
+                "/v2/templates/{id}/builds/{build}",
+                "/v2/templates/t1/builds/b2"
+            ),
             "t1/b2"
         );
         assert_eq!(path_target("/sandboxes", "/sandboxes"), "");
@@ -437,9 +443,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.audit(Some(&team), &f).await.unwrap()[0].seq, all[1].seq);
-        assert!(s.audit(Some("other"), &Filter::default()).await.unwrap().is_empty());
+        assert!(s
+            .audit(Some("other"), &Filter::default())
+            .await
+            .unwrap()
+            .is_empty());
         // The store itself refuses to rewrite history.
-        for sql in ["UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log"] {
+        for sql in [
+            "UPDATE audit_log SET outcome = 'ok'",
+            "DELETE FROM audit_log",
+        ] {
             let err = sqlx::query(sql).execute(s.pool()).await.unwrap_err();
             assert!(err.to_string().contains("append-only"), "{err}");
         }

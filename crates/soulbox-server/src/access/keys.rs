@@ -68,8 +68,9 @@ impl Store {
                 },
                 rate: per_second.map(|per_second| RateLimit {
                     per_second,
-                    burst: burst.unwrap_or(per_second.ceil() as i64).clamp(1, u32::MAX as i64)
-                        as u32,
+                    burst: burst
+                        .unwrap_or(per_second.ceil() as i64)
+                        .clamp(1, u32::MAX as i64) as u32,
                 }),
             }
         }))
@@ -244,8 +245,7 @@ async fn update(
     let Some(k) = keys.iter().find(|k| k.id == id && k.revoked_at.is_none()) else {
         return Err(ApiError::NotFound(format!("API key {id} not found")));
     };
-    if k.role == Role::Admin && role != Role::Admin && st.store.admin_count(&c.team).await? <= 1
-    {
+    if k.role == Role::Admin && role != Role::Admin && st.store.admin_count(&c.team).await? <= 1 {
         return Err(ApiError::Conflict(
             "this is the team's last admin key: make another admin first".into(),
         ));

@@ -121,7 +121,10 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         Ok(None) => return ApiError::Unauthorized("invalid API key".into()).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if let Err(wait) = st.rate.take(&found.caller.key_id, found.rate.or(st.cfg.rate_limit)) {
+    if let Err(wait) = st
+        .rate
+        .take(&found.caller.key_id, found.rate.or(st.cfg.rate_limit))
+    {
         return ApiError::RateLimited {
             message: format!(
                 "this key made too many requests: try again in {:.1} s",

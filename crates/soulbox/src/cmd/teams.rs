@@ -56,7 +56,9 @@ fn rate(s: &str) -> Result<Option<f64>, String> {
     }
     match s.parse::<f64>() {
         Ok(n) if n > 0.0 && n.is_finite() => Ok(Some(n)),
-        _ => Err(format!("'{s}': a number of requests per second > 0, or none")),
+        _ => Err(format!(
+            "'{s}': a number of requests per second > 0, or none"
+        )),
     }
 }
 
