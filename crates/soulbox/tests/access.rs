@@ -580,3 +580,84 @@ async fn every_change_is_in_the_audit_log_and_no_key_is() {
         }
     }
 }
+
+/// `soulbox teams`, `keys` and `audit` on the server's store: what the operator sets applies
+/// to the running server at once, and is in the log.
+#[tokio::test]
+async fn the_operator_cli_sets_quotas_and_reads_the_log() {
+    let s = server().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_soulbox"))
+            .arg("--data-dir")
+            .arg(&s.dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["teams", "create", "cli-team"]);
+    assert!(ok, "{err}");
+    let team = out.trim().to_string();
+    let (ok, key, err) = cli(&["keys", "create", "--team", "cli-team", "--role", "member"]);
+    assert!(ok, "{err}");
+    let key = key.trim().to_string();
+    let (ok, out, err) = cli(&["teams", "quota", "cli-team", "--sandboxes", "0"]);
+    assert!(ok && out.contains("sandboxes    0"), "{out}{err}");
+    let r = create(s.addr, &key).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let (ok, _, err) = cli(&["teams", "quota", "cli-team", "--sandboxes", "none"]);
+    assert!(ok, "{err}");
+    let id = id_of(&create(s.addr, &key).await);
+    assert_eq!(
+        call(s.addr, &key, "DELETE", &format!("/sandboxes/{id}"), "")
+            .await
+            .status,
+        204
+    );
+    let (ok, _, err) = cli(&["teams", "quota", "cli-team", "--sandboxes", "many"]);
+    assert!(!ok && err.contains("whole number"), "{err}");
+    let (ok, _, err) = cli(&["teams", "quota", "no-such-team"]);
+    assert!(!ok && err.contains("no team 'no-such-team'"), "{err}");
+    let (ok, out, err) = cli(&["audit", "--team", "cli-team", "--jsonl"]);
+    assert!(ok, "{err}");
+    let entries: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("cli", "team.create", "ok"),
+            ("cli", "key.create", "ok"),
+            ("cli", "team.quota", "ok"),
+            ("key", "sandbox.create", "denied"),
+            ("cli", "team.quota", "ok"),
+            ("key", "sandbox.create", "ok"),
+            ("key", "sandbox.kill", "ok"),
+        ],
+        "{out}"
+    );
+    assert!(entries.iter().all(|e| e["teamID"] == team.as_str()));
+    let (ok, out, _) = cli(&["audit", "--team", "cli-team", "--action", "sandbox.kill"]);
+    assert!(
+        ok && out.contains(&id) && !out.contains("team.quota"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&["audit", "--since", "yesterday"]);
+    assert!(!ok && err.contains("RFC 3339"), "{err}");
+}

@@ -22,40 +22,44 @@ pub struct QuotaArgs {
     team: String,
     /// Running sandboxes at once (`none`: no limit).
     #[arg(long, value_parser = limit)]
-    sandboxes: Option<Option<i64>>,
+    sandboxes: Option<Setting<i64>>,
     /// vCPUs of the running sandboxes, in all.
     #[arg(long, value_parser = limit)]
-    vcpus: Option<Option<i64>>,
+    vcpus: Option<Setting<i64>>,
     /// Memory of the running sandboxes, in all, in MiB.
     #[arg(long, value_parser = limit)]
-    memory_mb: Option<Option<i64>>,
+    memory_mb: Option<Setting<i64>>,
     /// Storage of the team's templates and snapshots, in MiB.
     #[arg(long, value_parser = limit)]
-    storage_mb: Option<Option<i64>>,
+    storage_mb: Option<Setting<i64>>,
     /// Requests per second each of the team's keys may make (`none`: the server's limit).
     #[arg(long, value_parser = rate)]
-    rate: Option<Option<f64>>,
+    rate: Option<Setting<f64>>,
     /// Requests a key may make at once above the rate (the bucket's depth).
     #[arg(long, value_parser = limit)]
-    burst: Option<Option<i64>>,
+    burst: Option<Setting<i64>>,
 }
 
-fn limit(s: &str) -> Result<Option<i64>, String> {
+/// A limit given on the command line: a value, or `none` to lift it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting<T>(Option<T>);
+
+fn limit(s: &str) -> Result<Setting<i64>, String> {
     if s == "none" {
-        return Ok(None);
+        return Ok(Setting(None));
     }
     match s.parse::<i64>() {
-        Ok(n) if n >= 0 => Ok(Some(n)),
+        Ok(n) if n >= 0 => Ok(Setting(Some(n))),
         _ => Err(format!("'{s}': a whole number ≥ 0, or none")),
     }
 }
 
-fn rate(s: &str) -> Result<Option<f64>, String> {
+fn rate(s: &str) -> Result<Setting<f64>, String> {
     if s == "none" {
-        return Ok(None);
+        return Ok(Setting(None));
     }
     match s.parse::<f64>() {
-        Ok(n) if n > 0.0 && n.is_finite() => Ok(Some(n)),
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(Setting(Some(n))),
         _ => Err(format!(
             "'{s}': a number of requests per second > 0, or none"
         )),
@@ -137,12 +141,12 @@ pub async fn teams(ctx: &Context, cmd: TeamsCmd) -> anyhow::Result<()> {
                 (&mut q.max_storage_mb, a.storage_mb),
                 (&mut q.rate_burst, a.burst),
             ] {
-                if let Some(v) = new {
+                if let Some(Setting(v)) = new {
                     *field = v;
                     changed = true;
                 }
             }
-            if let Some(r) = a.rate {
+            if let Some(Setting(r)) = a.rate {
                 q.rate_per_second = r;
                 changed = true;
             }
