@@ -153,8 +153,25 @@ pub async fn forward(st: &AppState, target: Target, mut req: Request<Body>) -> R
         }
         // Auto-resume: the first request wakes it, for as long as it was created for.
         let end = chrono::Utc::now().timestamp_millis() + rec.timeout_ms.max(1000);
-        if let Err(e) = crate::pausing::resume(st, &rec.id, end, true).await {
+        let resumed = crate::pausing::resume(st, &rec.id, end, true).await;
+        let entry = crate::access::audit::Entry::by(
+            "server",
+            Some(&rec.team_id),
+            "sandbox.resume",
+            &rec.id,
+            resumed.is_ok(),
+        );
+        let mut detail = serde_json::json!({"reason": "auto-resume on traffic"});
+        if let Err(e) = &resumed {
+            detail["message"] = e.to_string().into();
+        }
+        crate::access::audit::record(&st.store, entry.with_detail(detail)).await;
+        if let Err(e) = resumed {
             tracing::warn!(sandbox_id = %rec.id, "auto-resume: {e}");
+            // Over the team's quota: say so, as the control plane does.
+            if e.status() == StatusCode::TOO_MANY_REQUESTS {
+                return e.into_response();
+            }
             return json_error(
                 StatusCode::BAD_GATEWAY,
                 "The sandbox is paused and could not be resumed",

@@ -21,7 +21,7 @@ pub enum KeysCmd {
         team: Option<String>,
         /// admin (also manages the team's keys and reads its audit log), member (sandboxes,
         /// templates, snapshots, secrets) or read-only.
-        #[arg(long, default_value = "admin", value_parser = role)]
+        #[arg(long, default_value = "member", value_parser = role)]
         role: Role,
     },
     /// List keys (never the keys themselves).
