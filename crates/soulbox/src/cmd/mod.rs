@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod serve;
 pub mod template;
 mod template_build;
+mod top;
 
 use anyhow::Context as _;
 use soulbox_runtime::ns::{NsBackend, RuntimeConfig, WritableLayer};
