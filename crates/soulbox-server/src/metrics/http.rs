@@ -80,7 +80,12 @@ async fn scrape(State(st): State<AppState>, headers: HeaderMap) -> Response {
         .collect();
     snap.running = st.metrics.samples.current();
     snap.running.retain(|c| running.contains(c.id.as_str()));
-    let body = encode(&st.metrics.families, &snap);
+    // Tens of milliseconds at thousands of sandboxes: off the async workers.
+    let m = st.metrics.clone();
+    let body = match tokio::task::spawn_blocking(move || encode(&m.families, &snap)).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    };
     (
         [(
             header::CONTENT_TYPE,
