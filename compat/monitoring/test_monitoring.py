@@ -11,8 +11,9 @@ def test_counters_move_and_sandbox_series_come_and_go():
     from e2b import Sandbox
 
     before, families = scrape()
-    for f in ("soulbox_sandbox_creates", "soulbox_sandbox_create_seconds", "soulbox_sandboxes",
-              "soulbox_proxy_requests", "soulbox_sandbox_cpu_used_percent"):
+    # Counters and histograms are there from the start; gauges of sandboxes once there are.
+    for f in ("soulbox_sandbox_creates", "soulbox_sandbox_create_seconds", "soulbox_sandbox_kills",
+              "soulbox_proxy_requests", "soulbox_proxy_bytes", "soulbox_template_builds"):
         assert f in families, f
     s = Sandbox.create(TEMPLATE, timeout=180)
     try:
