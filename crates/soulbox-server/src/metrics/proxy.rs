@@ -3,10 +3,13 @@
 
 use crate::AppState;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::http::Request;
 use axum::response::Response;
-use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// [`crate::proxy::forward`], counted.
 pub async fn forward(st: &AppState, target: crate::proxy::Target, req: Request<Body>) -> Response {
@@ -31,10 +34,38 @@ pub async fn forward(st: &AppState, target: crate::proxy::Target, req: Request<B
 }
 
 fn counted(body: Body, bytes: Counter) -> Body {
-    Body::new(body.map_frame(move |frame| {
-        if let Some(d) = frame.data_ref() {
-            bytes.inc_by(d.len() as u64);
+    Body::new(Counted { inner: body, bytes })
+}
+
+/// A body that counts its data as it passes, and tells its length and end as the body it
+/// wraps does (a wrapper that did not would turn a sized body into a chunked one).
+struct Counted {
+    inner: Body,
+    bytes: Counter,
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let p = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &p {
+            if let Some(d) = f.data_ref() {
+                self.bytes.inc_by(d.len() as u64);
+            }
         }
-        frame
-    }))
+        p
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
