@@ -12,6 +12,8 @@ for v in 2.63.0 2.50.0 2.45.1; do
   [ -x ".venv-$v/bin/pytest" ] || python3 -m venv ".venv-$v"
   ".venv-$v/bin/pip" install -q --disable-pip-version-check "e2b==$v" pytest
 done
+# The monitoring scenarios read /metrics with Prometheus' own text parser.
+.venv-2.63.0/bin/pip install -q --disable-pip-version-check prometheus-client
 [ -x .venv-interpreter/bin/pytest ] || python3 -m venv .venv-interpreter
 .venv-interpreter/bin/pip install -q --disable-pip-version-check "e2b-code-interpreter==2.11.5" pytest
 (cd js && npm ci --no-audit --no-fund --loglevel=error)
@@ -74,6 +76,8 @@ echo "== Python e2b 2.63.0: egress policy, secrets, private ports"
 (cd egress && SOULBOX_TESTNET_DIR="$testnet" SOULBOX_OTHER_TEAM_KEY="$other_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b 2.63.0: roles, quotas, rate limits"
 (cd access && SOULBOX_QUOTA_KEY="$quota_key" SOULBOX_RATE_KEY="$rate_key" SOULBOX_READER_KEY="$reader_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
+echo "== Python e2b 2.63.0: monitoring (/metrics, get_metrics)"
+(cd monitoring && ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b-code-interpreter 2.11.5"
 (cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
 echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"

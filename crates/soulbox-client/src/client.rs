@@ -164,6 +164,10 @@ impl Client {
         &self.inner.url
     }
 
+    pub(crate) fn api_key(&self) -> &str {
+        &self.inner.api_key
+    }
+
     /// Sends a control-plane request; returns the body of a 2xx answer.
     pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
         let resp = req

@@ -41,6 +41,7 @@ mod client;
 mod commands;
 mod error;
 mod files;
+mod metrics;
 mod pty;
 mod sandbox;
 mod templates;
@@ -51,6 +52,7 @@ pub use commands::{
 };
 pub use error::{Error, Result};
 pub use files::{Download, EntryInfo, EventType, FileType, Files, WatchHandle};
+pub use metrics::{MetricStream, SandboxMetric};
 pub use pty::{Pty, PtyEvent, PtyHandle, PtyInput, PtyOptions};
 pub use sandbox::Sandbox;
 pub use soulbox_protocol::filesystem::FilesystemEvent;

@@ -135,6 +135,10 @@ pub struct SandboxStats {
     pub cgroup: cgroup::Stats,
     pub disk_used: u64,
     pub disk_total: u64,
+    /// Bytes the sandbox received and sent on its network slot since the slot's veth was
+    /// made (0 for a sandbox without a slot).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -70,6 +70,22 @@ impl Slot {
     }
 }
 
+/// Bytes the sandbox behind `slot` has received and sent: the host end's counters, crossed
+/// (what the host end transmits, the sandbox receives). Read from sysfs, out of the sandbox's
+/// reach; 0 if the veth is gone.
+pub fn veth_bytes(slot: &Slot) -> (u64, u64) {
+    let read = |what: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/class/net/{}/statistics/{what}",
+            slot.host_if()
+        ))
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+    };
+    (read("tx_bytes"), read("rx_bytes"))
+}
+
 /// What the operator bounds every sandbox's network by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetLimits {

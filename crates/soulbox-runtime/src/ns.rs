@@ -115,6 +115,9 @@ struct Entry {
     ids: Option<u32>,
     /// Started by an earlier runtime and taken over.
     adopted: bool,
+    /// The slot's veth counters when the sandbox got it: slots are reused, their counters
+    /// are not reset.
+    net_base: (u64, u64),
 }
 
 pub struct NsBackend {
@@ -438,6 +441,7 @@ impl NsBackend {
             let slot = self.net.acquire()?;
             // Before any process of it runs (a restored one runs at once).
             let policy = self.net.set_policy(&slot, state.egress.clone());
+            guard.net_base = crate::network::veth_bytes(&slot);
             guard.slot = Some(slot);
             policy?;
         }
@@ -578,6 +582,7 @@ struct CreateGuard {
     slot: Option<Slot>,
     pid: Option<i32>,
     ids: Option<u32>,
+    net_base: (u64, u64),
 }
 
 /// Gives a restored agent the configuration of its new sandbox (envd token, env vars), in
@@ -709,6 +714,7 @@ impl NsBackend {
                     slot: guard.slot.take(),
                     ids: guard.ids,
                     adopted: false,
+                    net_base: guard.net_base,
                 },
             );
         }
@@ -768,8 +774,14 @@ impl Backend for Arc<NsBackend> {
     }
 
     fn stats(&self, id: &str) -> Result<SandboxStats> {
-        let info = self
-            .get(id)
+        let (info, slot, base) = self
+            .sandboxes
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.get(id)
+                    .map(|e| (e.info.clone(), e.slot.clone(), e.net_base))
+            })
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let cgroup = self.cgroups.stats(id)?;
         // The sandbox's root as its init sees it: statvfs reports the writable layer.
@@ -780,10 +792,14 @@ impl Backend for Arc<NsBackend> {
                     (s.blocks() * f, (s.blocks() - s.blocks_free()) * f)
                 })
                 .unwrap_or((0, 0));
+        let (rx, tx) = slot.map_or((0, 0), |s| crate::network::veth_bytes(&s));
+        let (net_rx_bytes, net_tx_bytes) = (rx.saturating_sub(base.0), tx.saturating_sub(base.1));
         Ok(SandboxStats {
             cgroup,
             disk_used,
             disk_total,
+            net_rx_bytes,
+            net_tx_bytes,
         })
     }
 

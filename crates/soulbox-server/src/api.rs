@@ -37,7 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/verify", get(verify))
         .route("/sandboxes/{id}/resume", post(resume))
-        .route("/sandboxes/{id}/metrics", get(metrics))
+        .merge(crate::metrics::http::router())
 }
 
 pub use crate::access::Team;
@@ -113,11 +113,13 @@ pub(crate) fn check_timeout(st: &AppState, t: i64) -> ApiResult<i64> {
 }
 
 async fn create_v1(state: State<AppState>, team: Team, Body(body): Body) -> ApiResult<Response> {
-    create(state, team, &body, 15).await
+    let timer = crate::metrics::CreateTimer::start(&state);
+    timer.done(create(state, team, &body, 15).await)
 }
 
 async fn create_v2(state: State<AppState>, team: Team, Body(body): Body) -> ApiResult<Response> {
-    create(state, team, &body, 300).await
+    let timer = crate::metrics::CreateTimer::start(&state);
+    timer.done(create(state, team, &body, 300).await)
 }
 
 async fn create(
@@ -181,7 +183,9 @@ async fn create(
     let claimed = if custom.is_some() {
         None
     } else {
-        st.pool.claim(&st.backend, &spec)
+        let c = st.pool.claim(&st.backend, &spec);
+        st.metrics.pool_claim(&st.pool, &spec.template, c.is_some());
+        c
     };
     let info = match claimed {
         _ if custom.is_some() => {
@@ -530,36 +534,6 @@ async fn verify(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(json!({"sandboxID": r.id, "ok": true, "entries": n})))
-}
-
-async fn metrics(
-    State(st): State<AppState>,
-    Team(team): Team,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let r = find(&st, &team, &id).await?;
-    let s = st.backend.stats(&r.id)?;
-    let now = chrono::Utc::now();
-    let cpus = ((r.cpu_millis + 999) / 1000).max(1);
-    // Average use since start: the figure a single sample can honestly give.
-    let elapsed_ns = (now_ms()
-        - chrono::DateTime::parse_from_rfc3339(&r.started_at)
-            .map(|d| d.timestamp_millis())
-            .unwrap_or(now_ms()))
-    .max(1) as f64
-        * 1e6;
-    let cpu_pct = (s.cgroup.cpu_usage_ns as f64 / elapsed_ns / cpus as f64 * 100.0).min(100.0);
-    Ok(Json(json!([{
-        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "timestampUnix": now.timestamp(),
-        "cpuCount": cpus,
-        "cpuUsedPct": cpu_pct,
-        "memUsed": s.cgroup.memory_bytes,
-        "memTotal": s.cgroup.memory_limit,
-        "memCache": s.cgroup.memory_cache,
-        "diskUsed": s.disk_used,
-        "diskTotal": s.disk_total,
-    }])))
 }
 
 async fn list_v1(

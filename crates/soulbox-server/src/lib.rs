@@ -12,6 +12,7 @@ pub mod conns;
 pub mod egress;
 pub mod error;
 mod lifecycle;
+pub mod metrics;
 pub mod network_api;
 pub mod pausing;
 pub mod pool;
@@ -173,11 +174,19 @@ pub struct AppState {
     pub rate: Arc<access::rate::Buckets>,
     /// Starts holding their share of their team's quota.
     pub admissions: Arc<access::quota::Admissions>,
+    /// Prometheus families and per-sandbox samples.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
     /// Kills a sandbox and records it as gone (the record is written first).
     pub async fn kill(&self, id: &str) -> error::ApiResult<()> {
+        let r = self.kill_sandbox(id).await;
+        self.metrics.killed(id, &r);
+        r
+    }
+
+    async fn kill_sandbox(&self, id: &str) -> error::ApiResult<()> {
         // Not in the middle of a pause, resume, snapshot or fork of it.
         let _one = self.pausing.lock(id).await;
         self.store.set_state(id, "killed").await?;
@@ -231,6 +240,7 @@ pub async fn serve_on(
         pausing: Default::default(),
         rate: Default::default(),
         admissions: Default::default(),
+        metrics: metrics::Metrics::new(&cfg.monitoring),
         cfg: Arc::new(cfg),
     };
     // A build the last run left unfinished cannot be picked up half-made: it is reported
@@ -243,6 +253,7 @@ pub async fn serve_on(
     }
     reconcile(&state).await;
     lifecycle::spawn(state.clone());
+    metrics::sampler::spawn(state.clone());
     state.pool.spawn_filler(Arc::clone(&state.backend));
     let control = api::router()
         .route_layer(axum::middleware::from_fn_with_state(
@@ -399,7 +410,7 @@ async fn dispatch(
         return control.call(req).await.into_response();
     }
     match proxy::route(req.headers()) {
-        Some(Ok(target)) => return proxy::forward(&st, target, req).await,
+        Some(Ok(target)) => return metrics::proxy::forward(&st, target, req).await,
         Some(Err(msg)) => return error::json_error(axum::http::StatusCode::BAD_REQUEST, &msg),
         None => {}
     }
@@ -407,7 +418,7 @@ async fn dispatch(
         let (method, uri) = (req.method().clone(), req.uri().clone());
         return match proxy::by_signature(&st, &method, &uri).await {
             Some(id) => {
-                proxy::forward(
+                metrics::proxy::forward(
                     &st,
                     proxy::Target {
                         sandbox_id: id,

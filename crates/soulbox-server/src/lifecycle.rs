@@ -21,6 +21,8 @@ pub fn spawn(st: AppState) {
                 } else {
                     "sandbox.kill"
                 };
+                st.metrics
+                    .timed_out(if s.auto_pause { "pause" } else { "kill" });
                 let result = if s.auto_pause {
                     crate::pausing::pause(&st, &s.id, s.auto_pause_memory)
                         .await

@@ -128,6 +128,12 @@ impl Pausing {
 
 /// Pauses a running sandbox; returns how (`full` or `filesystem`). `409` if it is paused.
 pub async fn pause(st: &AppState, id: &str, memory: bool) -> ApiResult<&'static str> {
+    let r = pause_sandbox(st, id, memory).await;
+    st.metrics.paused(&r);
+    r
+}
+
+async fn pause_sandbox(st: &AppState, id: &str, memory: bool) -> ApiResult<&'static str> {
     let _one = st.pausing.lock(id).await;
     let rec = live(st, id).await?;
     if rec.state == "paused" {
@@ -172,6 +178,12 @@ pub async fn pause(st: &AppState, id: &str, memory: bool) -> ApiResult<&'static 
 /// files; or thawed) and records it running until `end_ms`. A sandbox that is running already
 /// is left as it is.
 pub async fn resume(st: &AppState, id: &str, end_ms: i64, memory: bool) -> ApiResult<()> {
+    let r = resume_sandbox(st, id, end_ms, memory).await;
+    st.metrics.resumed(&r);
+    r
+}
+
+async fn resume_sandbox(st: &AppState, id: &str, end_ms: i64, memory: bool) -> ApiResult<()> {
     let _one = st.pausing.lock(id).await;
     let rec = live(st, id).await?;
     if rec.state != "paused" {

@@ -95,6 +95,19 @@ impl WarmPool {
         true
     }
 
+    /// Warm sandboxes wanted of a template (0: it has no pool).
+    pub fn wanted(&self, template: &str) -> usize {
+        self.sizes.get(template).copied().unwrap_or(0)
+    }
+
+    /// Template → (wanted, ready), for `GET /metrics`.
+    pub fn levels(&self) -> std::collections::BTreeMap<String, (usize, usize)> {
+        self.sizes
+            .iter()
+            .map(|(t, &n)| (t.clone(), (n, self.count(t))))
+            .collect()
+    }
+
     fn count(&self, template: &str) -> usize {
         self.ready
             .lock()

@@ -409,6 +409,32 @@ impl Store {
         rows.iter().map(|r| self.record(r)).collect()
     }
 
+    /// What monitoring needs of every live sandbox (of one team, or all), without opening
+    /// the sealed columns: read at every sampler pass and scrape.
+    pub async fn live_summaries(
+        &self,
+        team_id: Option<&str>,
+    ) -> Result<Vec<crate::metrics::samples::Live>> {
+        let q = "SELECT id, team_id, template, state, cpu_millis FROM sandboxes WHERE state != 'killed' AND (?1 IS NULL OR team_id = ?1)";
+        let rows = sqlx::query(q).bind(team_id).fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::metrics::samples::Live {
+                id: r.get("id"),
+                team: r.get("team_id"),
+                template: r.get("template"),
+                state: r.get("state"),
+                cpu_millis: r.get("cpu_millis"),
+            })
+            .collect())
+    }
+
+    /// Answers if the database does (`GET /ready`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_state(&self, id: &str, state: &str) -> Result<()> {
         sqlx::query("UPDATE sandboxes SET state = ? WHERE id = ?")
             .bind(state)

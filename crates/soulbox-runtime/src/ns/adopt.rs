@@ -94,6 +94,11 @@ impl NsBackend {
                     slot: r.slot.map(|index| Slot { index }),
                     ids: Some(state.id_base),
                     adopted: true,
+                    // What it sent before the takeover is not known apart from the slot's
+                    // earlier users: its counters start again here.
+                    net_base: r
+                        .slot
+                        .map_or((0, 0), |index| crate::network::veth_bytes(&Slot { index })),
                 },
             );
         }

@@ -267,6 +267,7 @@ impl NsBackend {
                             slot: guard.slot.take(),
                             ids: Some(state.id_base),
                             adopted: false,
+                            net_base: guard.net_base,
                         },
                     );
                 }

@@ -112,6 +112,15 @@ pub async fn run(
                 step: None,
             }),
         };
+    let took = started.elapsed();
+    st.metrics.build_done(
+        match &outcome {
+            Ok(_) => "ready",
+            Err(_) if took >= st.builds.timeout => "timeout",
+            Err(_) => "failed",
+        },
+        took,
+    );
     match outcome {
         Ok(image) => {
             log.line(

@@ -15,6 +15,7 @@ pub mod serve;
 pub mod teams;
 pub mod template;
 mod template_build;
+mod top;
 
 use anyhow::Context as _;
 use soulbox_runtime::ns::{NsBackend, RuntimeConfig, WritableLayer};

@@ -1,4 +1,5 @@
-//! `soulbox sandbox create|list|info|kill|pause|verify|resume|timeout`: sandboxes on a server.
+//! `soulbox sandbox create|list|info|kill|pause|verify|resume|timeout|top`: sandboxes on a
+//! server.
 
 use super::remote::{about_sandbox, parse_pair, print_json, table, RemoteArgs};
 use clap::{Args, Subcommand};
@@ -66,6 +67,14 @@ enum SandboxCmd {
     },
     /// Set a sandbox to end SECONDS from now.
     Timeout { id: String, seconds: u64 },
+    /// Live resource use: with no ID, a table of your sandboxes (CPU, memory, disk,
+    /// network); with an ID, that sandbox's samples as they are taken. Ctrl-C ends it.
+    Top {
+        id: Option<String>,
+        /// Seconds between refreshes of the table.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+    },
     /// Replace a sandbox's egress policy at once (see docs/network.md); connections the new
     /// policy refuses are cut. With no option, the policy is cleared (the baseline).
     Network {
@@ -133,6 +142,10 @@ pub async fn run(a: SandboxArgs) -> anyhow::Result<()> {
     let client = a.remote.client()?;
     let json = a.remote.json;
     match a.cmd {
+        SandboxCmd::Top { id, interval } => {
+            let every = std::time::Duration::from_secs_f64(interval.clamp(0.2, 3600.0));
+            super::top::run(&client, id, every, json).await?;
+        }
         SandboxCmd::Network {
             id,
             allow_out,
