@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use soulbox_runtime::{Backend, Limits, SandboxSpec};
+use soulbox_runtime::{Backend, SandboxSpec};
 use std::collections::{BTreeMap, HashMap};
 
 const CLIENT_ID: &str = "6532622b";
@@ -163,7 +163,7 @@ async fn create(
         None => soulbox_runtime::template::recipe::resolve_alias(&alias).to_string(),
     };
     let timeout = check_timeout(&st, req.timeout.unwrap_or(default_timeout))?;
-    let mut limits = Limits::default();
+    let mut limits = crate::limits::builtin(&st.cfg);
     let token = soulbox_runtime::ns::new_token();
     let env_vars = req.env_vars.unwrap_or_default();
     soulbox_protocol::env::check(&env_vars)
@@ -201,11 +201,7 @@ async fn create(
     let info = match claimed {
         _ if custom.is_some() => {
             let (t, image) = custom.as_ref().expect("checked");
-            limits = Limits {
-                cpu_millis: (t.cpu_count.max(1) as u64) * 1000,
-                memory_bytes: (t.memory_mb.max(128) as u64) << 20,
-                ..limits
-            };
+            limits = crate::limits::custom(&st.cfg, t);
             crate::templates::api::start_sandbox(
                 &st,
                 t,

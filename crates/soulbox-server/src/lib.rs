@@ -12,6 +12,7 @@ pub mod egress;
 pub mod error;
 pub mod https;
 mod lifecycle;
+pub mod limits;
 pub mod network_api;
 pub mod pausing;
 pub mod pool;
@@ -240,7 +241,7 @@ pub async fn serve_until(
     let state = AppState {
         egress,
         store,
-        pool: pool::WarmPool::new(cfg.warm_pool.clone()),
+        pool: pool::WarmPool::new(cfg.warm_pool.clone(), limits::builtin(&cfg)),
         backend,
         builds: templates::build::Builds::new(cfg.build_concurrency, cfg.build_timeout),
         upload_tokens: Default::default(),
