@@ -133,7 +133,8 @@ pub fn acceptor(cert: &Path, key: &Path) -> std::io::Result<tokio_rustls::TlsAcc
 
 /// Whether the client opened with a TLS handshake record; else it speaks plain HTTP to the
 /// HTTPS port and is told so (a client gets a readable error, not a reset).
-pub async fn opens_with_tls(stream: &tokio::net::TcpStream) -> bool {
+pub async fn opens_with_tls(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
         Ok(1) if first[0] == 0x16 => true,
@@ -144,11 +145,80 @@ pub async fn opens_with_tls(stream: &tokio::net::TcpStream) -> bool {
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
                 BODY.len()
             );
-            // A shared reference is enough to write: `&TcpStream` is `AsyncWrite` via try_write.
-            let _ = stream.writable().await;
-            let _ = stream.try_write(answer.as_bytes());
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            // Read what the client sent (briefly): closing with it unread would reset the
+            // connection, and the client might see the reset instead of the answer.
+            let mut sink = [0u8; 4096];
+            let drain = async {
+                let mut left = 64 << 10;
+                while left > 0 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left -= n.min(left),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
             false
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed pair for `name`, written to `dir`.
+    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn served(r: &Reloading) -> Vec<u8> {
+        r.current.read().unwrap().0.cert[0].to_vec()
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_served_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_pair(dir.path(), "old.example");
+        let r = Reloading {
+            current: RwLock::new((load(&cert, &key).unwrap(), modified(&cert, &key))),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let old = served(&r);
+        r.reload_if_changed();
+        assert_eq!(served(&r), old, "unchanged files: the same certificate");
+        std::thread::sleep(Duration::from_millis(20));
+        write_pair(dir.path(), "new.example");
+        r.reload_if_changed();
+        let new = served(&r);
+        assert_ne!(new, old, "the renewed certificate is served");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&key, "not a key").unwrap();
+        r.reload_if_changed();
+        assert_eq!(served(&r), new, "a broken pair is not taken");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_naming_the_key() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let (cert, _) = write_pair(a.path(), "a.example");
+        let (_, other_key) = write_pair(b.path(), "b.example");
+        let e = load(&cert, &other_key).unwrap_err();
+        assert!(e.is_key, "{e}");
+        let e = load(&other_key, &other_key).unwrap_err();
+        assert!(!e.is_key && e.message.contains("no PEM certificate"), "{e}");
     }
 }

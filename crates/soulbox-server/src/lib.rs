@@ -382,10 +382,14 @@ async fn accept_loop(
             match tls {
                 None => serve_connection(stream, peer, app, timeouts.0, deadline, stopping).await,
                 Some(acceptor) => {
+                    let mut stream = stream;
                     // The handshake counts against the first request's time: a client that
                     // opens a connection and never finishes it holds no slot for long.
-                    if !https::opens_with_tls(&stream).await {
-                        return;
+                    match tokio::time::timeout_at(deadline, https::opens_with_tls(&mut stream))
+                        .await
+                    {
+                        Ok(true) => {}
+                        _ => return,
                     }
                     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
