@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use soulbox_runtime::{Backend, Limits, SandboxSpec};
+use soulbox_runtime::{Backend, SandboxSpec};
 use std::collections::{BTreeMap, HashMap};
 
 const CLIENT_ID: &str = "6532622b";
@@ -144,7 +144,7 @@ async fn create(
         None => soulbox_runtime::template::recipe::resolve_alias(&alias).to_string(),
     };
     let timeout = check_timeout(&st, req.timeout.unwrap_or(default_timeout))?;
-    let mut limits = Limits::default();
+    let mut limits = crate::limits::builtin(&st.cfg);
     let token = soulbox_runtime::ns::new_token();
     let env_vars = req.env_vars.unwrap_or_default();
     soulbox_protocol::env::check(&env_vars)
@@ -175,10 +175,14 @@ async fn create(
         ..Default::default()
     };
     // Its share of the team's quota, held until its record counts it.
-    let need = match &custom {
-        Some((t, _)) => Use::one(t.cpu_count.max(1) * 1000, t.memory_mb.max(128)),
-        None => Use::one(limits.cpu_millis as i64, (limits.memory_bytes >> 20) as i64),
+    let applied = match &custom {
+        Some((t, _)) => crate::limits::custom(&st.cfg, t),
+        None => limits,
     };
+    let need = Use::one(
+        applied.cpu_millis as i64,
+        (applied.memory_bytes >> 20) as i64,
+    );
     let _seat = crate::access::quota::admit(&st, &team, need).await?;
     let claimed = if custom.is_some() {
         None
@@ -190,11 +194,7 @@ async fn create(
     let info = match claimed {
         _ if custom.is_some() => {
             let (t, image) = custom.as_ref().expect("checked");
-            limits = Limits {
-                cpu_millis: (t.cpu_count.max(1) as u64) * 1000,
-                memory_bytes: (t.memory_mb.max(128) as u64) << 20,
-                ..limits
-            };
+            limits = crate::limits::custom(&st.cfg, t);
             crate::templates::api::start_sandbox(
                 &st,
                 t,

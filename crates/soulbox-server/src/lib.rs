@@ -11,7 +11,9 @@ pub mod connect_stream;
 pub mod conns;
 pub mod egress;
 pub mod error;
+pub mod https;
 mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod network_api;
 pub mod pausing;
@@ -83,6 +85,9 @@ pub struct ServerConfig {
     pub default_limits: soulbox_runtime::Limits,
     /// The most any sandbox may have, whatever its template asks for.
     pub max_limits: soulbox_runtime::Limits,
+    /// On a stop, how long requests under way may take to finish once no new connection is
+    /// taken (see [`serve_until`]).
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// A token bucket per API key: `per_second` refill, `burst` deep.
@@ -151,6 +156,7 @@ impl ServerConfig {
                 disk_bytes: 1 << 40,
                 nofile: 1 << 20,
             },
+            shutdown_grace: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -227,12 +233,29 @@ pub async fn serve_on(
     store: store::Store,
     backend: Arc<NsBackend>,
 ) -> std::io::Result<()> {
+    serve_until(listener, cfg, store, backend, std::future::pending()).await
+}
+
+/// Serves until `stop` completes, then stops gracefully: no new connection is taken, idle
+/// ones are closed, and requests under way get `cfg.shutdown_grace` to finish; returns then.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    cfg: ServerConfig,
+    store: store::Store,
+    backend: Arc<NsBackend>,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    // Read before anything starts: a bad certificate stops the start, not the first client.
+    let tls = match &cfg.tls {
+        Some(f) => Some(https::acceptor(&f.cert, &f.key)?),
+        None => None,
+    };
     let egress = egress::Egress::new(backend.clone(), store.clone(), &cfg.egress_trust)?;
     egress.start().await?;
     let state = AppState {
         egress,
         store,
-        pool: pool::WarmPool::new(cfg.warm_pool.clone()),
+        pool: pool::WarmPool::new(cfg.warm_pool.clone(), limits::builtin(&cfg)),
         backend,
         builds: templates::build::Builds::new(cfg.build_concurrency, cfg.build_timeout),
         upload_tokens: Default::default(),
@@ -268,8 +291,8 @@ pub async fn serve_on(
     let app = axum::Router::new()
         .fallback(dispatch)
         .with_state((state.clone(), control));
-    tracing::info!(addr = ?listener.local_addr(), "listening");
-    accept_loop(listener, app, &state.cfg).await
+    tracing::info!(addr = ?listener.local_addr(), https = tls.is_some(), "listening");
+    accept_loop(listener, app, &state.cfg, tls, stop).await
 }
 
 /// Matches the store's sandboxes with those the runtime took over from the earlier run: a
@@ -328,14 +351,16 @@ async fn reconcile(state: &AppState) {
     }
 }
 
-/// Serves HTTP/1.1 connections (with upgrades, for tunnelled WebSockets) with a header-read
-/// timeout, which `axum::serve` does not offer, within the connection limits of [`conns`].
+/// Serves HTTP/1.1 connections (with upgrades, for tunnelled WebSockets), over TLS when
+/// `tls` is set, with a header-read timeout, which `axum::serve` does not offer, within the
+/// connection limits of [`conns`]; until `stop`, then gracefully (see [`serve_until`]).
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     cfg: &ServerConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     let limits = conns::Limits::from_config(cfg);
     tracing::info!(
         total = limits.total,
@@ -343,16 +368,24 @@ async fn accept_loop(
         "connection limits"
     );
     let slots = conns::Slots::new(limits);
-    let (header_timeout, first_timeout) = (cfg.header_read_timeout, cfg.first_request_timeout);
+    let timeouts = (cfg.header_read_timeout, cfg.first_request_timeout);
+    // Each connection holds a receiver: it learns of the stop, and the last one to end
+    // closes the channel the stop waits on.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (open_tx, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(stop);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, peer) = tokio::select! {
+            c = listener.accept() => match c {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
         };
         let slot = match slots.take(peer.ip()) {
             Ok(slot) => slot,
@@ -362,43 +395,113 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let first = std::sync::Arc::new(tokio::sync::Notify::new());
-        let svc = {
-            let (app, first) = (app.clone(), first.clone());
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                first.notify_one();
-                req.extensions_mut().insert(access::Peer(peer));
-                let mut app = app.clone();
-                async move { app.call(req).await }
-            })
-        };
+        let (app, tls, stopping, open) =
+            (app.clone(), tls.clone(), stopping.clone(), open_tx.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            // A connection that sends no request in time is dropped (closed) here.
-            let ended = tokio::select! {
-                r = conn.as_mut() => Some(r),
-                t = tokio::time::timeout(first_timeout, first.notified()) => match t {
-                    Ok(()) => None,
-                    Err(_) => {
-                        tracing::debug!(%peer, "no request in time: closing");
-                        return;
+            let _open = open;
+            let deadline = tokio::time::Instant::now() + timeouts.1;
+            match tls {
+                None => serve_connection(stream, peer, app, timeouts.0, deadline, stopping).await,
+                Some(acceptor) => {
+                    let mut stream = stream;
+                    // The handshake counts against the first request's time: a client that
+                    // opens a connection and never finishes it holds no slot for long.
+                    match tokio::time::timeout_at(deadline, https::opens_with_tls(&mut stream))
+                        .await
+                    {
+                        Ok(true) => {}
+                        _ => return,
                     }
-                },
-            };
-            let r = match ended {
-                Some(r) => r,
-                None => conn.await,
-            };
-            if let Err(e) = r {
-                tracing::debug!("connection: {e}");
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            serve_connection(s, peer, app, timeouts.0, deadline, stopping).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake: {e}"),
+                        Err(_) => tracing::debug!(%peer, "no TLS handshake in time: closing"),
+                    }
+                }
             }
         });
+    }
+    // Stopping: no new connections; those open finish what they are doing.
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    drop(open_tx);
+    let grace = cfg.shutdown_grace;
+    let open = slots.open(std::net::Ipv4Addr::UNSPECIFIED.into()).0;
+    if open > 0 {
+        tracing::info!(open, ?grace, "stopping: waiting for requests under way");
+    }
+    if tokio::time::timeout(grace, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = slots.open(std::net::Ipv4Addr::UNSPECIFIED.into()).0,
+            "stopping: requests still under way after the grace time are cut off"
+        );
+    }
+    Ok(())
+}
+
+/// One client connection: a first request by `deadline`, then requests until it closes or
+/// the server stops (an idle connection is closed then, a request under way finishes).
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+    deadline: tokio::time::Instant,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let first = std::sync::Arc::new(tokio::sync::Notify::new());
+    let svc = {
+        let first = first.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            first.notify_one();
+            req.extensions_mut().insert(access::Peer(peer));
+            let mut app = app.clone();
+            async move { app.call(req).await }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    // A connection that sends no request in time is dropped (closed) here.
+    let mut ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        t = tokio::time::timeout_at(deadline, first.notified()) => match t {
+            Ok(()) => None,
+            Err(_) => {
+                tracing::debug!(%peer, "no request in time: closing");
+                return;
+            }
+        },
+        // Stopping before this connection's first request: nothing to finish.
+        _ = stopping.wait_for(|s| *s) => return,
+    };
+    if ended.is_none() {
+        ended = tokio::select! {
+            r = conn.as_mut() => Some(r),
+            _ = stopping.wait_for(|s| *s) => None,
+        };
+    }
+    let r = match ended {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!("connection: {e}");
     }
 }
 

@@ -2,14 +2,14 @@
 //! answered at once with a sandbox whose code-interpreter kernel is already running (a Jupyter
 //! kernel takes about half a second to start; a claim takes none of it).
 //!
-//! A pooled sandbox has the runtime's defaults (default limits, internet access on, no env
-//! vars) and its own envd token. It is invisible to every team (it has no record in the store,
+//! A pooled sandbox has the defaults (the operator's default limits, internet access on, no
+//! env vars) and its own envd token. It is invisible to every team (it has no record in the store,
 //! so neither the API nor the proxy reach it) until a create claims it; the create then gives it
 //! its env vars through the agent's `/init`, and the filler starts a replacement.
 
 use soulbox_runtime::agent_client::AgentClient;
 use soulbox_runtime::ns::NsBackend;
-use soulbox_runtime::{Backend, SandboxInfo, SandboxSpec};
+use soulbox_runtime::{Backend, Limits, SandboxInfo, SandboxSpec};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,12 +27,14 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 pub struct WarmPool {
     /// Wanted size per template (canonical names).
     sizes: BTreeMap<String, usize>,
+    /// The limits of every pooled sandbox (the operator's defaults).
+    limits: Limits,
     ready: Mutex<HashMap<String, VecDeque<SandboxInfo>>>,
     wake: Notify,
 }
 
 impl WarmPool {
-    pub fn new(sizes: BTreeMap<String, usize>) -> Arc<Self> {
+    pub fn new(sizes: BTreeMap<String, usize>, limits: Limits) -> Arc<Self> {
         let sizes = sizes
             .into_iter()
             .filter(|(_, n)| *n > 0)
@@ -45,13 +47,14 @@ impl WarmPool {
             .collect();
         Arc::new(WarmPool {
             sizes,
+            limits,
             ..Default::default()
         })
     }
 
     /// Takes a warm sandbox matching a create request, if there is one.
     pub fn claim(&self, backend: &Arc<NsBackend>, spec: &SandboxSpec) -> Option<SandboxInfo> {
-        if !spec.internet || spec.limits != NsBackend::default_limits() {
+        if !spec.internet || spec.limits != self.limits {
             return None;
         }
         let mut ready = self.ready.lock().ok()?;
@@ -83,6 +86,10 @@ impl WarmPool {
     /// Takes back a pooled sandbox of the server's earlier run; false if the pool has no
     /// room for it (then it is the caller's to remove).
     pub fn adopt(&self, info: SandboxInfo) -> bool {
+        // One started under other default limits (the settings changed) is not handed out.
+        if info.limits != self.limits {
+            return false;
+        }
         let want = self.sizes.get(&info.template).copied().unwrap_or(0);
         let Ok(mut ready) = self.ready.lock() else {
             return false;
@@ -171,7 +178,7 @@ impl WarmPool {
     ) -> Result<SandboxInfo, String> {
         let spec = SandboxSpec {
             template: template.to_string(),
-            limits: NsBackend::default_limits(),
+            limits: self.limits,
             internet: true,
             env_vars: BTreeMap::new(),
             access_token: Some(soulbox_runtime::ns::new_token()),

@@ -116,8 +116,12 @@ impl Store {
 
     /// As [`Store::open`], with the given secret key.
     pub async fn open_with(data_dir: &Path, sealer: Sealer) -> Result<Store> {
-        let path = data_dir.join("soulbox.db");
-        private_file(&path)?;
+        Self::open_at(&data_dir.join("soulbox.db"), sealer).await
+    }
+
+    /// Opens (creating if needed) the SQLite database file `path` and migrates it.
+    pub async fn open_at(path: &Path, sealer: Sealer) -> Result<Store> {
+        private_file(path)?;
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use soulbox_runtime::agent_client::AgentClient;
-use soulbox_runtime::{Backend, Limits, Rootfs, SandboxInfo, SandboxSpec};
+use soulbox_runtime::{Backend, Rootfs, SandboxInfo, SandboxSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,21 +81,11 @@ async fn request_build(
             tags.push(t);
         }
     }
-    let cpu = req.cpu_count.unwrap_or(2);
-    let mem = req.memory_mb.unwrap_or(1024);
-    if !(1..=64).contains(&cpu) {
-        return Err(ApiError::BadRequest(
-            "cpuCount must be between 1 and 64".into(),
-        ));
-    }
-    if !(128..=262_144).contains(&mem) {
-        return Err(ApiError::BadRequest(
-            "memoryMB must be between 128 and 262144".into(),
-        ));
-    }
+    let (cpu, mem) = crate::limits::for_build(&st.cfg, req.cpu_count, req.memory_mb)?;
+    let disk = crate::limits::build_disk_mb(&st.cfg);
     let (t, b) = st
         .store
-        .request_build(&team, &name, &tags, cpu, mem, 10 * 1024)
+        .request_build(&team, &name, &tags, cpu, mem, disk)
         .await?;
     let mut resp = (
         StatusCode::ACCEPTED,
@@ -351,7 +341,7 @@ async fn list(State(st): State<AppState>, Team(team): Team) -> ApiResult<Respons
 
 /// The built-in templates every team may start, in the shape of `GET /templates`.
 async fn default_templates(State(st): State<AppState>, Team(_): Team) -> ApiResult<Response> {
-    let d = Limits::default();
+    let d = crate::limits::builtin(&st.cfg);
     let layers = st.backend.templates().layers();
     let out: Vec<Value> = st
         .backend
@@ -539,11 +529,7 @@ pub async fn start_sandbox(
     let spec = SandboxSpec {
         template: t.name.clone(),
         label: crate::LABEL_API.into(),
-        limits: Limits {
-            cpu_millis: (t.cpu_count.max(1) as u64) * 1000,
-            memory_bytes: (t.memory_mb.max(128) as u64) << 20,
-            ..Limits::default()
-        },
+        limits: crate::limits::custom(&st.cfg, t),
         internet,
         egress,
         env_vars: env,

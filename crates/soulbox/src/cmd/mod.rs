@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod config;
 pub mod connect;
 mod dockerfile;
 pub mod doctor;
@@ -25,6 +26,8 @@ use std::sync::Arc;
 pub struct Context {
     pub data_dir: PathBuf,
     pub writable_layer: WritableLayer,
+    /// The effective `soulbox.toml` settings (flags and environment over the file).
+    pub config: crate::config::Config,
 }
 
 impl Context {
@@ -41,6 +44,14 @@ impl Context {
         let exe = std::env::current_exe().context("locating the soulbox executable")?;
         let mut cfg = RuntimeConfig::new(self.data_dir.clone(), self.agent_path()?, exe);
         cfg.writable_layer = self.writable_layer;
+        // The same runtime settings for every command that starts sandboxes on this host.
+        let rt = &self.config.eff.runtime;
+        cfg.id_base = rt.id_base.unwrap_or(cfg.id_base);
+        cfg.id_ranges = rt.id_ranges.unwrap_or(cfg.id_ranges);
+        cfg.host_limits.max_sandboxes = rt.max_sandboxes;
+        let net = &self.config.eff.networking;
+        cfg.host_limits.rate_mbit = net.egress_rate_mbit;
+        cfg.host_limits.flows_per_sandbox = net.egress_max_connections;
         cfg.criu = match soulbox_runtime::ns::checkpoint::Criu::find() {
             Ok(c) => Some(c),
             Err(e) => {

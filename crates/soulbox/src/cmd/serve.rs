@@ -1,95 +1,142 @@
-//! `soulbox serve` and `soulbox keys`.
+//! `soulbox serve`.
 
 use super::Context;
+use crate::config::file::{File, OnStop};
+use crate::config::units::{Dur, Size};
+use crate::config::Config;
 use anyhow::Context as _;
 use clap::Args;
 use soulbox_runtime::ns::NsBackend;
 use soulbox_server::secrets::Sealer;
 use soulbox_server::store::{new_key, Store};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(Args, Debug)]
+/// The flags of `serve` (and of `config check|show`, which show what `serve` would run with).
+/// Each is optional: unset, the environment variable, then `soulbox.toml`, then the default
+/// decides (see docs/configuration.md).
+#[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// Address to listen on (control plane and data plane share it).
-    #[arg(long, env = "SOULBOX_LISTEN", default_value = "127.0.0.1:3000")]
-    listen: SocketAddr,
+    /// Address to listen on (control plane and data plane share it) [default: 127.0.0.1:3000].
+    #[arg(long, env = "SOULBOX_LISTEN")]
+    listen: Option<SocketAddr>,
     /// Domain for `{port}-{id}.{domain}` sandbox hosts returned to SDKs (get_host).
     #[arg(long, env = "SOULBOX_DOMAIN")]
     domain: Option<String>,
-    /// Largest control-plane request body, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    max_body: usize,
-    /// Templates built before serving if missing (comma-separated; empty for none).
-    #[arg(
-        long,
-        env = "SOULBOX_TEMPLATES",
-        default_value = "base,code-interpreter",
-        value_delimiter = ','
-    )]
-    templates: Vec<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SOULBOX_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SOULBOX_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Largest control-plane request body: bytes, or e.g. 1MiB [default: 1MiB].
+    #[arg(long, env = "SOULBOX_MAX_BODY")]
+    max_body: Option<Size>,
+    /// Templates built before serving if missing (comma-separated; empty for none)
+    /// [default: base,code-interpreter].
+    #[arg(long, env = "SOULBOX_TEMPLATES", value_delimiter = ',')]
+    templates: Option<Vec<String>>,
     /// Sandboxes kept started ahead of demand, as TEMPLATE=COUNT (comma-separated; empty for
-    /// none). A create that matches gets one at once, its Jupyter kernel already running.
+    /// none). A create that matches gets one at once, its Jupyter kernel already running
+    /// [default: code-interpreter=1].
     #[arg(
         long,
         env = "SOULBOX_WARM_POOL",
-        default_value = "code-interpreter=1",
         value_delimiter = ',',
         value_parser = parse_pool_entry
     )]
-    warm_pool: Vec<(String, usize)>,
-    /// Client connections open at once, in total (lowered to fit the descriptor limit).
-    #[arg(long, env = "SOULBOX_MAX_CONNECTIONS", default_value_t = 16384)]
-    max_connections: usize,
-    /// Client connections open at once from one address (an IPv6 /64 counts as one).
-    #[arg(long, env = "SOULBOX_MAX_CONNECTIONS_PER_IP", default_value_t = 2048)]
-    max_connections_per_ip: usize,
-    /// Milliseconds a new connection may take to send its first request before it is closed.
-    #[arg(
-        long,
-        env = "SOULBOX_FIRST_REQUEST_TIMEOUT_MS",
-        default_value_t = 10_000
-    )]
-    first_request_timeout_ms: u64,
+    warm_pool: Option<Vec<(String, usize)>>,
+    /// Client connections open at once, in total (lowered to fit the descriptor limit)
+    /// [default: 16384].
+    #[arg(long, env = "SOULBOX_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Client connections open at once from one address (an IPv6 /64 counts as one)
+    /// [default: 2048].
+    #[arg(long, env = "SOULBOX_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Milliseconds a new connection may take to send its first request (TLS handshake
+    /// included) before it is closed [default: 10000].
+    #[arg(long, env = "SOULBOX_FIRST_REQUEST_TIMEOUT_MS")]
+    first_request_timeout_ms: Option<u64>,
+    /// On a stop, how long requests under way may take to finish, e.g. 30s [default: 30s].
+    #[arg(long, env = "SOULBOX_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<Dur>,
     /// Fetch a registry's images from a mirror instead: `REGISTRY=MIRROR`, e.g.
     /// `docker.io=registry.internal:5000` (repeatable, or comma-separated).
     #[arg(long, env = "SOULBOX_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = parse_mirror)]
-    registry_mirror: Vec<(String, String)>,
+    registry_mirror: Option<Vec<(String, String)>>,
     /// A registry (`host[:port]`) spoken to over plain HTTP (repeatable, or comma-separated).
     #[arg(long, env = "SOULBOX_INSECURE_REGISTRIES", value_delimiter = ',')]
-    insecure_registry: Vec<String>,
-    /// Template builds run at once; more wait their turn.
-    #[arg(long, env = "SOULBOX_BUILD_CONCURRENCY", default_value_t = 2)]
-    build_concurrency: usize,
-    /// Disk of a build step's sandbox, in MiB (also the most one COPY may unpack to).
-    #[arg(long, env = "SOULBOX_BUILD_DISK_MB", default_value_t = 10240)]
-    build_disk_mb: u64,
-    /// Longest a template build may take, in seconds.
-    #[arg(long, env = "SOULBOX_BUILD_TIMEOUT", default_value_t = 3600)]
-    build_timeout: u64,
+    insecure_registry: Option<Vec<String>>,
+    /// Template builds run at once; more wait their turn [default: 2].
+    #[arg(long, env = "SOULBOX_BUILD_CONCURRENCY")]
+    build_concurrency: Option<usize>,
+    /// Disk of a build step's sandbox, in MiB (also the most one COPY may unpack to)
+    /// [default: 10240].
+    #[arg(long, env = "SOULBOX_BUILD_DISK_MB")]
+    build_disk_mb: Option<u64>,
+    /// Longest a template build may take, in seconds [default: 3600].
+    #[arg(long, env = "SOULBOX_BUILD_TIMEOUT")]
+    build_timeout: Option<u64>,
     /// What a stop (SIGTERM, ^C) does to the sandboxes: `keep` them running for the next
-    /// start to take over (an upgrade or a restart loses nothing), or `kill` them all.
-    #[arg(long, env = "SOULBOX_ON_STOP", value_enum, default_value_t = OnStop::Keep)]
-    on_stop: OnStop,
+    /// start to take over (an upgrade or a restart loses nothing), or `kill` them all
+    /// [default: keep].
+    #[arg(long, env = "SOULBOX_ON_STOP", value_enum)]
+    on_stop: Option<OnStop>,
     /// Longest timeout a sandbox may have, in seconds (E2B caps it at 24 h); none by default.
     #[arg(long, env = "SOULBOX_MAX_TIMEOUT")]
     max_timeout: Option<u64>,
-    /// Bandwidth of each sandbox, each way, in Mbit/s (0: unlimited).
-    #[arg(long, env = "SOULBOX_EGRESS_RATE_MBIT", default_value_t = soulbox_runtime::network::DEFAULT_RATE_MBIT)]
-    egress_rate_mbit: u32,
-    /// Outbound connections one sandbox may hold open at once.
-    #[arg(long, env = "SOULBOX_EGRESS_MAX_CONNECTIONS", default_value_t = soulbox_runtime::network::DEFAULT_FLOWS_PER_SANDBOX)]
-    egress_max_connections: u32,
+    /// Bandwidth of each sandbox, each way, in Mbit/s (0: unlimited) [default: 1000].
+    #[arg(long, env = "SOULBOX_EGRESS_RATE_MBIT")]
+    egress_rate_mbit: Option<u32>,
+    /// Outbound connections one sandbox may hold open at once [default: 4096].
+    #[arg(long, env = "SOULBOX_EGRESS_MAX_CONNECTIONS")]
+    egress_max_connections: Option<u32>,
     /// A PEM file of CA certificates the egress proxy trusts beside the host's trust store,
     /// when it checks the servers of hosts with header rules (repeatable, or comma-separated).
     #[arg(long, env = "SOULBOX_EGRESS_TRUST", value_delimiter = ',')]
-    egress_trust: Vec<std::path::PathBuf>,
+    egress_trust: Option<Vec<PathBuf>>,
+    /// Serve `GET /metrics` (true or false) [default: true].
+    #[arg(long, env = "SOULBOX_METRICS")]
+    metrics: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnStop {
-    Keep,
-    Kill,
+impl ServeArgs {
+    /// The layer these flags (and their environment variables) set, over `soulbox.toml`.
+    pub fn layer(&self, file: &mut File) {
+        let a = self.clone();
+        let (srv, rt, net) = (&mut file.server, &mut file.runtime, &mut file.networking);
+        srv.listen = a.listen;
+        srv.domain = a.domain;
+        srv.tls_cert = a.tls_cert;
+        srv.tls_key = a.tls_key;
+        srv.max_body = a.max_body;
+        srv.templates = a
+            .templates
+            .map(|t| t.into_iter().filter(|t| !t.is_empty()).collect());
+        srv.max_connections = a.max_connections;
+        srv.max_connections_per_ip = a.max_connections_per_ip;
+        srv.first_request_timeout = a
+            .first_request_timeout_ms
+            .map(|ms| Dur(Duration::from_millis(ms)));
+        srv.shutdown_grace = a.shutdown_grace;
+        srv.on_stop = a.on_stop;
+        srv.max_timeout = a.max_timeout.map(|s| Dur(Duration::from_secs(s)));
+        rt.warm_pool = a
+            .warm_pool
+            .map(|p| p.into_iter().filter(|(t, _)| !t.is_empty()).collect());
+        rt.build.concurrency = a.build_concurrency;
+        rt.build.disk_mb = a.build_disk_mb;
+        rt.build.timeout = a.build_timeout.map(|s| Dur(Duration::from_secs(s)));
+        rt.build.registry_mirrors = a.registry_mirror.map(|m| m.into_iter().collect());
+        rt.build.insecure_registries = a.insecure_registry;
+        net.egress_rate_mbit = a.egress_rate_mbit;
+        net.egress_max_connections = a.egress_max_connections;
+        net.egress_trust = a.egress_trust;
+        file.monitoring.metrics = a.metrics;
+    }
 }
 
 fn parse_mirror(s: &str) -> Result<(String, String), String> {
@@ -118,41 +165,47 @@ fn parse_pool_entry(s: &str) -> Result<(String, usize), String> {
     Ok((t.trim().to_string(), n))
 }
 
-/// The store, its secrets sealed with `SOULBOX_SECRET_KEY` or else the data directory's
-/// `secret.key` (made on first start).
+/// The store (`storage.database_url`), its secrets sealed with `SOULBOX_SECRET_KEY` or else
+/// the key in `security.secret_key_file` (made on first start).
 pub(super) async fn open_store(ctx: &Context) -> anyhow::Result<Store> {
     ctx.private_data_dir()?;
-    let sealer = match std::env::var("SOULBOX_SECRET_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
-    {
-        Some(k) => Sealer::from_hex(&k).context("SOULBOX_SECRET_KEY")?,
-        None => Sealer::load_or_create(&ctx.data_dir.join("secret.key"))?,
+    let cfg = &ctx.config;
+    let sealer = match &cfg.eff.security.secret_key {
+        Some(k) => Sealer::from_hex(k).context("SOULBOX_SECRET_KEY")?,
+        None => {
+            let path = cfg.secret_key_file();
+            Sealer::load_or_create(&path).map_err(|e| {
+                cfg.error(
+                    "security.secret_key_file",
+                    format!("{}: {e}", path.display()),
+                )
+            })?
+        }
     };
-    Store::open_with(&ctx.data_dir, sealer)
+    let db = cfg.database_path()?;
+    Store::open_at(&db, sealer)
         .await
-        .context("opening the database")
+        .with_context(|| format!("opening the database {}", db.display()))
 }
 
-pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
-    let (rate, flows) = (a.egress_rate_mbit, a.egress_max_connections);
-    let backend = ctx.backend_with(|c| {
-        c.host_limits.rate_mbit = Some(rate);
-        c.host_limits.flows_per_sandbox = Some(flows);
-    })?;
-    for t in a.templates.iter().filter(|t| !t.is_empty()) {
+pub async fn serve(ctx: &Context) -> anyhow::Result<()> {
+    let c = &ctx.config;
+    let e = &c.eff;
+    let backend = ctx.backend()?;
+    for t in e
+        .server
+        .templates
+        .iter()
+        .flatten()
+        .filter(|t| !t.is_empty())
+    {
         super::template::build_one(backend.templates(), t, false)?;
     }
     let store = open_store(ctx).await?;
     let team = store.default_team().await?;
-    match std::env::var("SOULBOX_ADMIN_API_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
-    {
+    match c.admin_api_key()? {
         Some(k) => {
-            store
-                .add_key(&team, &k, "admin (SOULBOX_ADMIN_API_KEY)")
-                .await?;
+            store.add_key(&team, &k, "admin (configured)").await?;
         }
         None if store.key_count().await? == 0 => {
             let k = new_key();
@@ -161,25 +214,15 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
-    let url = format!("http://{}", a.listen);
+    let cfg = server_config(c);
+    let listen = cfg.listen;
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    // Bound before the banner: the address printed is one that answers.
+    let listener =
+        soulbox_server::listen(listen).with_context(|| format!("listening on {listen}"))?;
+    let url = format!("{scheme}://{listen}");
     println!("SoulBox is serving on {url}\n  export E2B_API_URL={url} E2B_SANDBOX_URL={url} E2B_API_KEY=<your key>");
-    let cfg = soulbox_server::ServerConfig {
-        domain: a.domain,
-        max_body: a.max_body,
-        warm_pool: a.warm_pool.into_iter().collect(),
-        max_connections: a.max_connections,
-        max_connections_per_ip: a.max_connections_per_ip,
-        first_request_timeout: std::time::Duration::from_millis(a.first_request_timeout_ms),
-        registry_mirrors: a.registry_mirror.into_iter().collect(),
-        insecure_registries: a.insecure_registry,
-        build_concurrency: a.build_concurrency,
-        build_timeout: std::time::Duration::from_secs(a.build_timeout),
-        build_disk_mb: a.build_disk_mb,
-        max_timeout: a.max_timeout.map(std::time::Duration::from_secs),
-        egress_trust: a.egress_trust,
-        ..soulbox_server::ServerConfig::new(a.listen)
-    };
-    let on_stop = a.on_stop;
+    let on_stop = e.server.on_stop.unwrap_or(OnStop::Keep);
     let stop = async {
         use tokio::signal::unix::{signal, SignalKind};
         match (
@@ -189,12 +232,76 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> anyhow::Result<()> {
             (Ok(mut t), Ok(mut i)) => tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} },
             _ => std::future::pending().await,
         }
+        eprintln!("stopping: no new connections; requests under way may finish");
     };
-    tokio::select! {
-        r = soulbox_server::serve(cfg, store.clone(), backend.clone()) => r.with_context(|| format!("serving on {}", a.listen))?,
-        _ = stop => stop_sandboxes(&store, &backend, on_stop).await,
-    }
+    soulbox_server::serve_until(listener, cfg, store.clone(), backend.clone(), stop)
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
+    stop_sandboxes(&store, &backend, on_stop).await;
     Ok(())
+}
+
+/// The server's settings from the effective configuration.
+pub fn server_config(c: &Config) -> soulbox_server::ServerConfig {
+    let e = c.eff.clone();
+    let (srv, rt, mon, sec) = (e.server, e.runtime, e.monitoring, e.security);
+    let d = soulbox_server::ServerConfig::new(srv.listen.expect("defaulted"));
+    soulbox_server::ServerConfig {
+        domain: srv.domain,
+        max_body: srv
+            .max_body
+            .map_or(d.max_body, |s| usize::try_from(s.0).unwrap_or(usize::MAX)),
+        header_read_timeout: srv
+            .header_read_timeout
+            .map_or(d.header_read_timeout, |t| t.0),
+        first_request_timeout: srv
+            .first_request_timeout
+            .map_or(d.first_request_timeout, |t| t.0),
+        max_connections: srv.max_connections.unwrap_or(d.max_connections),
+        max_connections_per_ip: srv
+            .max_connections_per_ip
+            .unwrap_or(d.max_connections_per_ip),
+        warm_pool: rt.warm_pool.unwrap_or_default(),
+        build_concurrency: rt.build.concurrency.unwrap_or(d.build_concurrency),
+        build_timeout: rt.build.timeout.map_or(d.build_timeout, |t| t.0),
+        build_disk_mb: rt.build.disk_mb.unwrap_or(d.build_disk_mb),
+        registry_mirrors: rt
+            .build
+            .registry_mirrors
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        insecure_registries: rt.build.insecure_registries.unwrap_or_default(),
+        max_timeout: srv.max_timeout.map(|t| t.0),
+        egress_trust: e.networking.egress_trust.unwrap_or_default(),
+        rate_limit: sec
+            .rate_limit_per_second
+            .map(|per_second| soulbox_server::RateLimit {
+                per_second,
+                // A burst of one second's worth, unless set.
+                burst: sec
+                    .rate_limit_burst
+                    .unwrap_or(per_second.ceil().max(1.0) as u32),
+            }),
+        monitoring: soulbox_server::Monitoring {
+            metrics: mon.metrics.unwrap_or(d.monitoring.metrics),
+            metrics_token: mon.metrics_token.filter(|t| !t.is_empty()),
+            sample_interval: mon
+                .sample_interval
+                .map_or(d.monitoring.sample_interval, |t| t.0),
+            sample_retention: mon
+                .sample_retention
+                .map_or(d.monitoring.sample_retention, |t| t.0),
+        },
+        tls: srv
+            .tls_cert
+            .zip(srv.tls_key)
+            .map(|(cert, key)| soulbox_server::TlsFiles { cert, key }),
+        default_limits: c.limits("default_limits"),
+        max_limits: c.limits("max_limits"),
+        shutdown_grace: srv.shutdown_grace.map_or(d.shutdown_grace, |t| t.0),
+        ..d
+    }
 }
 
 /// What a stop does: with `keep`, every sandbox but build steps' (their builds cannot go on
