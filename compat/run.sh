@@ -8,14 +8,7 @@ data="${SOULBOX_TEST_DATA_DIR:-/var/lib/soulbox-test}"
 port="${SOULBOX_COMPAT_PORT:-3917}"
 key="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-for v in 2.63.0 2.50.0 2.45.1; do
-  [ -x ".venv-$v/bin/pytest" ] || python3 -m venv ".venv-$v"
-  ".venv-$v/bin/pip" install -q --disable-pip-version-check "e2b==$v" pytest
-done
-# The monitoring scenarios read /metrics with Prometheus' own text parser.
-.venv-2.63.0/bin/pip install -q --disable-pip-version-check prometheus-client
-[ -x .venv-interpreter/bin/pytest ] || python3 -m venv .venv-interpreter
-.venv-interpreter/bin/pip install -q --disable-pip-version-check "e2b-code-interpreter==2.11.5" pytest
+./venvs.sh
 (cd js && npm ci --no-audit --no-fund --loglevel=error)
 
 # start_server [keep|kill]: what a stop does to the sandboxes (keep: the next start takes

@@ -30,6 +30,8 @@ cargo build --release --workspace --locked
 ./target/x86_64-unknown-linux-gnu/release/soulbox doctor
 # Templates are cached by recipe hash; the first run builds tiny, base and code-interpreter.
 SOULBOX_DATA_DIR="$SOULBOX_TEST_DATA_DIR" ./target/x86_64-unknown-linux-gnu/release/soulbox template build tiny
-cargo test --release --workspace --locked
+# The HTTPS test drives the real Python SDK too: it must not skip here.
+./compat/venvs.sh
+SOULBOX_E2B_PYTHON="$PWD/compat/.venv-2.63.0/bin/python" cargo test --release --workspace --locked
 # The official E2B SDKs (pinned) against a real `soulbox serve`.
 ./compat/run.sh

@@ -166,12 +166,13 @@ async fn a_connection_that_never_finishes_its_handshake_is_closed_in_time() {
 }
 
 /// The Python SDK's interpreter: `SOULBOX_E2B_PYTHON`, else the compat venv of the workspace.
+/// Given explicitly (as `scripts/test.sh` does), it must exist: the test never skips there.
 fn e2b_python() -> Option<PathBuf> {
-    let p = std::env::var_os("SOULBOX_E2B_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/.venv-2.63.0/bin/python")
-        });
+    if let Some(p) = std::env::var_os("SOULBOX_E2B_PYTHON").map(PathBuf::from) {
+        assert!(p.exists(), "SOULBOX_E2B_PYTHON={} does not exist", p.display());
+        return Some(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/.venv-2.63.0/bin/python");
     p.exists().then_some(p)
 }
 
