@@ -169,7 +169,11 @@ async fn a_connection_that_never_finishes_its_handshake_is_closed_in_time() {
 /// Given explicitly (as `scripts/test.sh` does), it must exist: the test never skips there.
 fn e2b_python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SOULBOX_E2B_PYTHON").map(PathBuf::from) {
-        assert!(p.exists(), "SOULBOX_E2B_PYTHON={} does not exist", p.display());
+        assert!(
+            p.exists(),
+            "SOULBOX_E2B_PYTHON={} does not exist",
+            p.display()
+        );
         return Some(p);
     }
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/.venv-2.63.0/bin/python");
