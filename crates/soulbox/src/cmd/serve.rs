@@ -336,3 +336,40 @@ async fn stop_sandboxes(store: &Store, backend: &Arc<NsBackend>, on_stop: OnStop
         "stopping: {left} sandbox(es) keep running; the next `soulbox serve` takes them over (`--on-stop kill` removes them instead)"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::file::File;
+    use crate::config::Config;
+
+    fn server_config(text: &str) -> soulbox_server::ServerConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("soulbox.toml");
+        std::fs::write(&p, text).unwrap();
+        super::server_config(&Config::load(Some(&p), File::default()).unwrap())
+    }
+
+    #[test]
+    fn the_files_rate_limit_and_monitoring_reach_the_server() {
+        let c = server_config(
+            "[security]\nrate_limit_per_second = 2.5\nrate_limit_burst = 7\n\
+             [monitoring]\nmetrics = false\nmetrics_token = \"t0k\"\nsample_interval = \"2s\"\nsample_retention = \"10m\"\n",
+        );
+        assert_eq!(
+            c.rate_limit,
+            Some(soulbox_server::RateLimit {
+                per_second: 2.5,
+                burst: 7
+            })
+        );
+        assert!(!c.monitoring.metrics);
+        assert_eq!(c.monitoring.metrics_token.as_deref(), Some("t0k"));
+        assert_eq!(c.monitoring.sample_interval.as_secs(), 2);
+        assert_eq!(c.monitoring.sample_retention.as_secs(), 600);
+        // A rate alone bursts one second's worth; none is no limit.
+        let c = server_config("[security]\nrate_limit_per_second = 3.2\n");
+        assert_eq!(c.rate_limit.map(|r| r.burst), Some(4));
+        assert_eq!(server_config("").rate_limit, None);
+        assert!(server_config("").monitoring.metrics);
+    }
+}
