@@ -304,3 +304,66 @@ async fn a_state_naming_another_process_is_not_taken_over() {
     let _ = host.kill();
     let _ = host.wait();
 }
+
+/// A stop lets a request under way finish (within `--shutdown-grace`) and takes no new
+/// connection; `--metrics false` turns `/metrics` off and leaves `/health` and `/ready`.
+#[tokio::test]
+async fn a_stop_finishes_requests_under_way_and_metrics_can_be_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _turn = TURN.lock().await;
+    let mut s = start_serve(&[
+        "--on-stop",
+        "kill",
+        "--metrics",
+        "false",
+        "--shutdown-grace",
+        "20s",
+    ]);
+    wait_healthy(s.addr).await;
+    assert_eq!(
+        common::http(s.addr, "GET", "/metrics", &[], b"").await.0,
+        404
+    );
+    assert_eq!(common::http(s.addr, "GET", "/ready", &[], b"").await.0, 200);
+    // A create whose body is half sent when the stop comes.
+    let body = br#"{"templateID":"tiny","timeout":60}"#;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /v2/sandboxes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-KEY: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = nix::unistd::Pid::from_raw(s.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopping: a new connection is not served…
+    let mut fresh = String::new();
+    if let Ok(mut c2) = tokio::net::TcpStream::connect(s.addr).await {
+        let _ = c2
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), c2.read_to_string(&mut fresh)).await;
+    }
+    assert!(
+        !fresh.starts_with("HTTP/1.1 204"),
+        "a new request was served during the stop: {fresh}"
+    );
+    // …while the one under way is answered in full.
+    c.write_all(&body[10..]).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(15), c.read_to_string(&mut out))
+        .await
+        .expect("the request under way is answered")
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    let start = Instant::now();
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "serve did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
