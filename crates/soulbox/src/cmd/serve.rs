@@ -222,6 +222,15 @@ pub async fn serve(ctx: &Context) -> anyhow::Result<()> {
         soulbox_server::listen(listen).with_context(|| format!("listening on {listen}"))?;
     let url = format!("{scheme}://{listen}");
     println!("SoulBox is serving on {url}\n  export E2B_API_URL={url} E2B_SANDBOX_URL={url} E2B_API_KEY=<your key>");
+    if cfg.monitoring.metrics
+        && cfg.monitoring.metrics_token.is_none()
+        && !listen.ip().is_loopback()
+    {
+        // The metrics name every running sandbox (and its team): not for the whole network.
+        eprintln!(
+            "warning: {url}/metrics is open to anyone who reaches {listen}; set [monitoring] metrics_token (or SOULBOX_METRICS_TOKEN), or metrics = false"
+        );
+    }
     let on_stop = e.server.on_stop.unwrap_or(OnStop::Keep);
     let stop = async {
         use tokio::signal::unix::{signal, SignalKind};
