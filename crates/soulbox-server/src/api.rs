@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::metrics::http::router())
 }
 
+use crate::access::Caller;
 pub use crate::access::Team;
 
 /// A JSON body, an empty one meaning the defaults.
@@ -112,22 +113,31 @@ pub(crate) fn check_timeout(st: &AppState, t: i64) -> ApiResult<i64> {
     Ok(t)
 }
 
-async fn create_v1(state: State<AppState>, team: Team, Body(body): Body) -> ApiResult<Response> {
+async fn create_v1(
+    state: State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> ApiResult<Response> {
     let timer = crate::metrics::CreateTimer::start(&state);
-    timer.done(create(state, team, &body, 15).await)
+    timer.done(create(state, caller, &body, 15).await)
 }
 
-async fn create_v2(state: State<AppState>, team: Team, Body(body): Body) -> ApiResult<Response> {
+async fn create_v2(
+    state: State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> ApiResult<Response> {
     let timer = crate::metrics::CreateTimer::start(&state);
-    timer.done(create(state, team, &body, 300).await)
+    timer.done(create(state, caller, &body, 300).await)
 }
 
 async fn create(
     State(st): State<AppState>,
-    Team(team): Team,
+    caller: Caller,
     body: &[u8],
     default_timeout: i64,
 ) -> ApiResult<Response> {
+    let team = caller.team.clone();
     let req: NewSandbox = parse(body)?;
     let alias = req
         .template_id
@@ -183,7 +193,7 @@ async fn create(
         applied.cpu_millis as i64,
         (applied.memory_bytes >> 20) as i64,
     );
-    let _seat = crate::access::quota::admit(&st, &team, need).await?;
+    let _seat = crate::access::quota::admit_under(&st, &team, need, &caller.quota).await?;
     let claimed = if custom.is_some() {
         None
     } else {

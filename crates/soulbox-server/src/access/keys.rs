@@ -49,7 +49,8 @@ impl Store {
     /// role and its team's rate limit).
     pub async fn caller_of_key(&self, key: &str) -> Result<Option<FoundKey>> {
         let r = sqlx::query(
-            "SELECT k.id, k.team_id, k.role, q.rate_per_second, q.rate_burst
+            "SELECT k.id, k.team_id, k.role, q.max_sandboxes, q.max_vcpus, q.max_memory_mb,
+               q.max_storage_mb, q.rate_per_second, q.rate_burst
              FROM api_keys k LEFT JOIN team_quotas q ON q.team_id = k.team_id
              WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         )
@@ -65,6 +66,14 @@ impl Store {
                     key_id: r.get("id"),
                     // An unreadable role grants the least.
                     role: Role::parse(r.get::<&str, _>("role")).unwrap_or(Role::ReadOnly),
+                    quota: super::quota::Quota {
+                        max_sandboxes: r.get("max_sandboxes"),
+                        max_vcpus: r.get("max_vcpus"),
+                        max_memory_mb: r.get("max_memory_mb"),
+                        max_storage_mb: r.get("max_storage_mb"),
+                        rate_per_second: per_second,
+                        rate_burst: burst,
+                    },
                 },
                 rate: per_second.map(|per_second| RateLimit {
                     per_second,

@@ -63,6 +63,8 @@ pub struct Caller {
     pub team: String,
     pub key_id: String,
     pub role: Role,
+    /// The team's quota, read with the key (a create need not read it again).
+    pub quota: quota::Quota,
 }
 
 /// The team of the request's key.

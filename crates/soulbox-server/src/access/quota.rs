@@ -209,6 +209,11 @@ fn over(what: String) -> ApiError {
 /// Admits a start of `need` for the team, or refuses it with a 429 naming the limit.
 pub async fn admit(st: &AppState, team: &str, need: Use) -> ApiResult<Seat> {
     let q = st.store.quota(team).await?;
+    admit_under(st, team, need, &q).await
+}
+
+/// As [`admit`], under a quota the caller read already (with the request's key).
+pub async fn admit_under(st: &AppState, team: &str, need: Use, q: &Quota) -> ApiResult<Seat> {
     let adm = &st.admissions;
     let seat = |need| Seat {
         admissions: Arc::clone(adm),
