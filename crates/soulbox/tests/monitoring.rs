@@ -19,32 +19,19 @@ async fn server() -> SocketAddr {
     static ADDR: tokio::sync::OnceCell<SocketAddr> = tokio::sync::OnceCell::const_new();
     *ADDR
         .get_or_init(|| async {
-            let backend = common::backend();
             let dir = tempfile::tempdir().unwrap().keep();
             let store = soulbox_server::store::Store::open(&dir).await.unwrap();
             let team = store.default_team().await.unwrap();
             store.add_key(&team, KEY, "test").await.unwrap();
             let other = store.create_team("other").await.unwrap();
             store.add_key(&other, OTHER_KEY, "other").await.unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Runtime::new().unwrap();
-                rt.block_on(async move {
-                    let l = soulbox_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-                    let addr = l.local_addr().unwrap();
-                    let mut cfg = soulbox_server::ServerConfig::new(addr);
-                    cfg.monitoring.metrics_token = Some(TOKEN.into());
-                    cfg.monitoring.sample_interval = SAMPLE;
-                    cfg.monitoring.sample_retention = Duration::from_secs(60);
-                    // A pool, so that its families are exported too.
-                    cfg.warm_pool.insert("tiny".into(), 1);
-                    tx.send(addr).unwrap();
-                    soulbox_server::serve_on(l, cfg, store, backend)
-                        .await
-                        .unwrap();
-                });
-            });
-            rx.recv().unwrap()
+            common::serve_store(store, |cfg| {
+                cfg.monitoring.metrics_token = Some(TOKEN.into());
+                cfg.monitoring.sample_interval = SAMPLE;
+                cfg.monitoring.sample_retention = Duration::from_secs(60);
+                // A pool, so that its families are exported too.
+                cfg.warm_pool.insert("tiny".into(), 1);
+            })
         })
         .await
 }

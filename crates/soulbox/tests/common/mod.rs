@@ -282,3 +282,28 @@ pub fn ok(cmd: &mut std::process::Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Serves `store` with this process's runtime on a port of its own, on a thread and tokio
+/// runtime of its own (each test runs on its own runtime, the server must outlive them);
+/// `configure` changes the server's configuration first. Returns the address.
+pub fn serve_store(
+    store: soulbox_server::store::Store,
+    configure: impl FnOnce(&mut soulbox_server::ServerConfig) + Send + 'static,
+) -> std::net::SocketAddr {
+    let backend = backend();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let l = soulbox_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut cfg = soulbox_server::ServerConfig::new(addr);
+            configure(&mut cfg);
+            tx.send(addr).unwrap();
+            soulbox_server::serve_on(l, cfg, store, backend)
+                .await
+                .unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
