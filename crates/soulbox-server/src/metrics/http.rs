@@ -186,13 +186,7 @@ async fn sandbox_metrics(
     if let Some((false, points)) = kept {
         return Ok(Json(Value::Array(points)));
     }
-    let live = super::samples::Live {
-        id: r.id.clone(),
-        team: r.team_id.clone(),
-        template: r.template.clone(),
-        state: r.state.clone(),
-        cpu_millis: r.cpu_millis,
-    };
+    let live = super::samples::Live::of(&r);
     let now = match r.state.as_str() {
         "running" => super::sampler::fresh(&st, &live).await,
         _ => None,
@@ -229,17 +223,7 @@ async fn batch(
     let live = st.store.live_summaries(Some(&team)).await?;
     let mut out = serde_json::Map::new();
     for l in live.iter().filter(|l| ids.contains(l.id.as_str())) {
-        let latest = st
-            .metrics
-            .samples
-            .with(&l.id, |e| e.ring.latest().copied())
-            .flatten();
-        let s = match latest {
-            Some(s) => Some(s),
-            None if l.state == "running" => super::sampler::fresh(&st, l).await,
-            None => None,
-        };
-        if let Some(s) = s {
+        if let Some(s) = latest_or_fresh(&st, l).await {
             out.insert(l.id.clone(), metric_json(&s));
         }
     }
@@ -256,24 +240,10 @@ async fn stream(
 ) -> ApiResult<Response> {
     let r = crate::api::find(&st, &team, &id).await?;
     let rx = st.metrics.samples.subscribe();
-    let latest = st
-        .metrics
-        .samples
-        .with(&r.id, |e| e.ring.latest().copied())
-        .flatten();
+    let latest = latest_sample(&st, &r.id);
     let first = match latest {
         Some(s) => Some(s),
-        None if r.state == "running" => {
-            let live = super::samples::Live {
-                id: r.id.clone(),
-                team: r.team_id.clone(),
-                template: r.template.clone(),
-                state: r.state.clone(),
-                cpu_millis: r.cpu_millis,
-            };
-            super::sampler::fresh(&st, &live).await
-        }
-        None => None,
+        None => latest_or_fresh(&st, &super::samples::Live::of(&r)).await,
     };
     let s = Follow {
         last_ms: latest.map_or(i64::MIN, |s| s.at_ms),
@@ -339,6 +309,26 @@ impl Follow {
                 }
             }
         }
+    }
+}
+
+/// A sandbox's latest sample, if it has one.
+fn latest_sample(st: &AppState, id: &str) -> Option<super::ring::Sample> {
+    st.metrics
+        .samples
+        .with(id, |e| e.ring.latest().copied())
+        .flatten()
+}
+
+/// Its latest sample, or one taken now if it runs and has none yet.
+async fn latest_or_fresh(
+    st: &AppState,
+    live: &super::samples::Live,
+) -> Option<super::ring::Sample> {
+    match latest_sample(st, &live.id) {
+        Some(s) => Some(s),
+        None if live.state == "running" => super::sampler::fresh(st, live).await,
+        None => None,
     }
 }
 

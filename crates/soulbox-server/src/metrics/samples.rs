@@ -17,6 +17,17 @@ pub struct Live {
 }
 
 impl Live {
+    /// The summary of a sandbox's store record.
+    pub fn of(r: &crate::store::SandboxRecord) -> Live {
+        Live {
+            id: r.id.clone(),
+            team: r.team_id.clone(),
+            template: r.template.clone(),
+            state: r.state.clone(),
+            cpu_millis: r.cpu_millis,
+        }
+    }
+
     /// Its CPU allotment in CPUs; with none recorded, the host's.
     pub fn cpus(&self) -> f64 {
         if self.cpu_millis > 0 {
