@@ -56,6 +56,8 @@ document.getElementById('sign-out').addEventListener('click', async () => {
 
 // The current page is marked in the navigation.
 document.addEventListener('routed', () => {
+  // An error belongs to the page it happened on; a success message may follow a move.
+  if (document.getElementById('toast').classList.contains('error')) hide();
   const top = current().split('/')[1];
   for (const a of document.querySelectorAll('[data-nav]')) {
     a.classList.toggle('active', a.dataset.nav === top);

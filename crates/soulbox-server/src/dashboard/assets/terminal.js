@@ -29,9 +29,9 @@ export async function openTerminal(container, id, onStatus) {
     fontFamily: 'ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace',
     fontSize: 14,
     scrollback: 5000,
-    // The text is also kept in an off-screen accessibility tree, for screen readers (the
-    // canvas alone has none) and for tests reading what the shell printed.
-    screenReaderMode: true,
+    // Off by default: in screen-reader mode xterm ignores `input` events, which is how phone
+    // keyboards (and IMEs) type. The Terminal tab has a switch for it.
+    screenReaderMode: false,
     theme: { background: '#000000' },
   });
   const fit = new FitAddon();
@@ -117,6 +117,8 @@ export async function openTerminal(container, id, onStatus) {
 
   return {
     fit: refit,
+    /** Screen-reader mode: the rows are also kept as text in an off-screen DOM tree. */
+    setScreenReader(on) { term.options.screenReaderMode = on; },
     focus: () => term.focus(),
     close() {
       ro.disconnect();

@@ -123,7 +123,7 @@ export function mount(root) {
     setText(c.left, sb.state === 'paused' ? '–' : duration(left));
     c.left.title = `ends ${time(sb.endAt)}`;
     if (m && sb.state === 'running') {
-      setText(c.cpu, `${pct(m.cpuUsedPct)} of ${sb.cpuCount}`);
+      setText(c.cpu, `${pct(m.cpuUsedPct)} of ${sb.cpuCount} vCPU`);
       setText(c.mem, `${bytes(m.memUsed)} / ${bytes(m.memTotal)}`);
     } else {
       setText(c.cpu, sb.state === 'running' ? '…' : '–');

@@ -18,9 +18,12 @@ export function mount(root, { id }) {
   async function load() {
     let t;
     try {
+      // Built-in templates are not the team's: GET /templates/<id> does not know them.
+      const defaults = await get('/default-templates').catch(() => []);
+      const d = defaults.find((x) => x.templateID === id);
+      if (d) return builtin(d);
       t = await get(`/templates/${seg(id)}`);
     } catch (e) {
-      if (e.status === 404) return builtin(e);
       fill(body, h('p', { class: 'danger-text' }, e.message));
       if (e.status !== 401) toastError(e);
       return;
@@ -49,20 +52,14 @@ export function mount(root, { id }) {
   }
 
   // Built-in templates are built on the server (soulbox template build): no builds to list.
-  async function builtin(err) {
-    try {
-      const all = await get('/default-templates');
-      const t = all.find((x) => x.templateID === id);
-      if (!t) throw err;
-      fill(body,
+  function builtin(t) {
+    if (stopped) return;
+    fill(body,
         h('div', { class: 'page-head' }, h('h1', {}, t.templateID), h('span', { class: `badge ${t.buildStatus}` }, t.buildStatus)),
         t.description ? h('p', {}, t.description) : null,
         facts([['Kind', 'built-in (built on the server by soulbox template build)'], ['Layer', t.buildID],
           ['Resources', `${t.cpuCount} vCPU · ${t.memoryMB} MiB · ${t.diskSizeMB} MiB disk (defaults)`],
           ['Built', time(t.createdAt)]]));
-    } catch (e) {
-      fill(body, h('p', { class: 'danger-text' }, e.message));
-    }
   }
 
   async function showLogs(b, pre, headEl) {
