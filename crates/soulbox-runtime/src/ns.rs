@@ -34,6 +34,7 @@ mod commit;
 mod egress;
 pub mod manifest;
 mod pause;
+pub mod processes;
 pub use pause::PauseMode;
 pub mod state;
 

@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::access::keys::router())
         .merge(crate::access::audit::router())
         .merge(crate::access::quota::router())
+        .merge(crate::inside::router())
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .route("/sandboxes", post(create_v1).get(list_v1))
         .route("/v2/sandboxes", post(create_v2).get(list_v2))

@@ -9,9 +9,11 @@ pub mod access;
 pub mod api;
 pub mod connect_stream;
 pub mod conns;
+pub mod dashboard;
 pub mod egress;
 pub mod error;
 pub mod https;
+pub mod inside;
 mod lifecycle;
 pub mod limits;
 pub mod metrics;
@@ -182,6 +184,8 @@ pub struct AppState {
     pub admissions: Arc<access::quota::Admissions>,
     /// Prometheus families and per-sandbox samples.
     pub metrics: Arc<metrics::Metrics>,
+    /// Signed-in dashboard sessions.
+    pub sessions: Arc<dashboard::session::Sessions>,
 }
 
 impl AppState {
@@ -264,6 +268,7 @@ pub async fn serve_until(
         rate: Default::default(),
         admissions: Default::default(),
         metrics: metrics::Metrics::new(&cfg.monitoring),
+        sessions: Default::default(),
         cfg: Arc::new(cfg),
     };
     // A build the last run left unfinished cannot be picked up half-made: it is reported
@@ -533,6 +538,9 @@ async fn dispatch(
             }
             None => error::json_error(axum::http::StatusCode::UNAUTHORIZED, "invalid signature"),
         };
+    }
+    if dashboard::is_dashboard(req.uri().path()) {
+        return dashboard::handle(&st, &mut control, req).await;
     }
     let req: Request<Body> = req;
     control.call(req).await.into_response()

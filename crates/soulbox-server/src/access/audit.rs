@@ -220,6 +220,8 @@ pub fn action(method: &Method, path: &str) -> String {
         ("POST", "/api-keys") => "key.create",
         ("PATCH", "/api-keys/{id}") => "key.update",
         ("DELETE", "/api-keys/{id}") => "key.revoke",
+        ("POST", "/sandboxes/{id}/envd/{*rpc}") => "sandbox.files",
+        ("GET", "/sandboxes/{id}/terminal") => "sandbox.terminal",
         _ => return format!("{m} {path}"),
     };
     named.to_string()

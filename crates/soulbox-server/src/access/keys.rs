@@ -48,13 +48,22 @@ impl Store {
     /// The caller behind a key, if the key is valid and not revoked (one query: the key, its
     /// role and its team's rate limit).
     pub async fn caller_of_key(&self, key: &str) -> Result<Option<FoundKey>> {
-        let r = sqlx::query(
+        self.caller_where("k.key_hash = ?", &hash_key(key)).await
+    }
+
+    /// The caller behind a key id (a dashboard session's key), if the key is not revoked.
+    pub async fn caller_of_key_id(&self, id: &str) -> Result<Option<FoundKey>> {
+        self.caller_where("k.id = ?", id).await
+    }
+
+    async fn caller_where(&self, cond: &'static str, value: &str) -> Result<Option<FoundKey>> {
+        let r = sqlx::query(&format!(
             "SELECT k.id, k.team_id, k.role, q.max_sandboxes, q.max_vcpus, q.max_memory_mb,
                q.max_storage_mb, q.rate_per_second, q.rate_burst
              FROM api_keys k LEFT JOIN team_quotas q ON q.team_id = k.team_id
-             WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-        )
-        .bind(hash_key(key))
+             WHERE {cond} AND k.revoked_at IS NULL"
+        ))
+        .bind(value)
         .fetch_optional(self.pool())
         .await?;
         Ok(r.map(|r| {

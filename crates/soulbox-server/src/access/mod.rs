@@ -67,6 +67,11 @@ pub struct Caller {
     pub quota: quota::Quota,
 }
 
+/// The key of a signed-in dashboard session (set by [`crate::dashboard`] once it checked the
+/// session cookie, in place of an `X-API-KEY`); the gate treats it as that key.
+#[derive(Debug, Clone)]
+pub struct SessionKey(pub String);
+
 /// The team of the request's key.
 pub struct Team(pub String);
 
@@ -102,6 +107,10 @@ pub fn required_role(method: &Method, path: &str) -> Role {
     if path.starts_with("/api-keys") || path.starts_with("/audit") {
         return Role::Admin;
     }
+    // What runs in a sandbox, its files and a terminal: what its envd token grants.
+    if crate::inside::is_inside(path) {
+        return Role::Member;
+    }
     let read = method == Method::GET || method == Method::HEAD;
     if read && path != "/templates/{id}/files/{hash}" {
         Role::ReadOnly
@@ -112,13 +121,18 @@ pub fn required_role(method: &Method, path: &str) -> Role {
 
 /// The middleware in front of every control-plane route (see the module's doc).
 pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(key) = req.headers().get("x-api-key") else {
-        return next.run(req).await;
+    let lookup = match (
+        req.extensions().get::<SessionKey>(),
+        req.headers().get("x-api-key"),
+    ) {
+        (Some(SessionKey(id)), _) => st.store.caller_of_key_id(id).await,
+        (None, Some(key)) => match key.to_str() {
+            Ok(key) => st.store.caller_of_key(key).await,
+            Err(_) => return ApiError::Unauthorized("invalid API key".into()).into_response(),
+        },
+        (None, None) => return next.run(req).await,
     };
-    let Ok(key) = key.to_str() else {
-        return ApiError::Unauthorized("invalid API key".into()).into_response();
-    };
-    let found = match st.store.caller_of_key(key).await {
+    let found = match lookup {
         Ok(Some(found)) => found,
         Ok(None) => return ApiError::Unauthorized("invalid API key".into()).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
@@ -144,7 +158,9 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     let method = req.method().clone();
     let caller = found.caller;
     let need = required_role(&method, &path);
-    let change = audit::is_change(&method);
+    // Reading a sandbox's files is not a change; opening a terminal in it is.
+    let change = (audit::is_change(&method) && !crate::inside::is_read(&path, req.uri().path()))
+        || crate::inside::is_terminal(&path);
     let entry = change.then(|| audit::Pending::new(&req, &caller, &method, &path));
     if caller.role < need {
         let e = ApiError::Forbidden(format!(
