@@ -9,6 +9,7 @@ port="${SOULBOX_COMPAT_PORT:-3917}"
 key="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 ./venvs.sh
+./dashboard/venv.sh
 (cd js && npm ci --no-audit --no-fund --loglevel=error)
 
 # start_server [keep|kill]: what a stop does to the sandboxes (keep: the next start takes
@@ -71,6 +72,8 @@ echo "== Python e2b 2.63.0: roles, quotas, rate limits"
 (cd access && SOULBOX_QUOTA_KEY="$quota_key" SOULBOX_RATE_KEY="$rate_key" SOULBOX_READER_KEY="$reader_key" ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b 2.63.0: monitoring (/metrics, get_metrics)"
 (cd monitoring && ../.venv-2.63.0/bin/python -m pytest -q -p no:cacheprovider)
+echo "== The dashboard in Chromium (Playwright), sandboxes made by Python e2b 2.63.0"
+(cd dashboard && SOULBOX_READER_KEY="$reader_key" SOULBOX_OTHER_TEAM_KEY="$other_key" ../.venv-dashboard/bin/python -m pytest -q -p no:cacheprovider)
 echo "== Python e2b-code-interpreter 2.11.5"
 (cd interpreter && ../.venv-interpreter/bin/python -m pytest -q -p no:cacheprovider)
 echo "== JS e2b 2.51.0 and @e2b/code-interpreter 2.8.0"

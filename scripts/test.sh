@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in mmdebstrap:mmdebstrap crun:crun nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs unshare:util-linux python3:python3 curl:curl node:nodejs npm:npm tmux:tmux docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils lxcfs:lxcfs dnsmasq:dnsmasq-base; do
+for cmd in mmdebstrap:mmdebstrap crun:crun nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs unshare:util-linux python3:python3 curl:curl node:nodejs npm:npm tmux:tmux docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils lxcfs:lxcfs dnsmasq:dnsmasq-base chromium:chromium; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
