@@ -6,10 +6,10 @@ const HEIGHT = 160;
 const PAD = { l: 52, r: 8, t: 8, b: 20 };
 
 /**
- * lineChart({title, series: ['used', 'total'], format: (v) => text, max?: number})
+ * lineChart({title, series: ['used', 'total'], format: (v) => text, max?: number, bytes?: bool})
  * → {el, update(points)} where points = [{t: ms, v: [a, b]}], oldest first.
  */
-export function lineChart({ title, series, format, max }) {
+export function lineChart({ title, series, format, max, bytes = false }) {
   const now = h('span', { class: 'now' });
   const box = svg('svg', { role: 'img', 'aria-label': title });
   const legend = h('div', { class: 'legend' }, series.length > 1
@@ -20,6 +20,7 @@ export function lineChart({ title, series, format, max }) {
   function draw() {
     const w = Math.max(200, Math.round(box.getBoundingClientRect().width || 480));
     box.setAttribute('viewBox', `0 0 ${w} ${HEIGHT}`);
+    el.dataset.samples = String(last.length);
     box.replaceChildren();
     const pts = last;
     if (pts.length === 0) {
@@ -32,7 +33,7 @@ export function lineChart({ title, series, format, max }) {
     let top = max ?? 0;
     if (max === undefined) {
       for (const p of pts) for (const v of p.v) if (Number.isFinite(v) && v > top) top = v;
-      top = niceCeil(top);
+      top = bytes ? pow2Ceil(top) : niceCeil(top);
     }
     if (!(top > 0)) top = 1;
     const x = (t) => PAD.l + ((t - t0) / (t1 - t0)) * (w - PAD.l - PAD.r);
@@ -71,6 +72,12 @@ function niceCeil(v) {
   const p = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
   return 10 * p;
+}
+
+/** Sizes get a binary top: a 512 MiB limit is the top line, not a point under "954 MiB". */
+function pow2Ceil(v) {
+  if (!(v > 0)) return 1;
+  return 2 ** Math.ceil(Math.log2(v));
 }
 
 function clock(ms) {

@@ -12,13 +12,14 @@ const VIEW_MAX = 1 << 20; // larger files are downloaded, not shown
 export function mount(panel, id) {
   let cwd = HOME;
   const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Path' });
-  const upload = h('input', { id: 'file-upload', type: 'file', multiple: true, onchange: () => uploadFiles() });
+  // The native file input is kept (keyboard, drag and drop onto it, tests) but drawn as a button.
+  const upload = h('input', { id: 'file-upload', type: 'file', multiple: true, class: 'visually-hidden', onchange: () => uploadFiles() });
   const tbody = h('tbody');
   const viewer = h('div');
   panel.append(
     h('div', { class: 'toolbar' }, crumbs),
     h('div', { class: 'toolbar' },
-      h('label', { class: 'upload btn small' }, 'Upload to this directory', upload),
+      h('label', { class: 'upload btn small' }, upload, 'Upload files…'),
       h('button', { type: 'button', class: 'btn small', onclick: () => makeDir() }, 'New directory'),
       h('button', { type: 'button', class: 'btn small', onclick: () => list() }, 'Refresh')),
     h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'file-list' },

@@ -26,13 +26,13 @@ export function mount(panel, id) {
       fill(tbody, processes.length ? processes.map((p) => h('tr', { dataset: { pid: String(p.pid) } },
         h('td', { class: 'num', dataset: { label: 'PID' } }, String(p.pid)),
         h('td', { class: 'num', dataset: { label: 'PPID' } }, String(p.ppid)),
-        h('td', { dataset: { label: 'User' } }, p.user),
+        h('td', { dataset: { label: 'User' } }, userOf(p)),
         h('td', { dataset: { label: 'State' } }, p.state),
         h('td', { class: 'num', dataset: { label: 'CPU time' } }, `${Number(p.cpuSeconds).toFixed(2)} s`),
         h('td', { class: 'num', dataset: { label: 'Memory (RSS)' } }, bytes(p.rssBytes)),
         h('td', { class: 'mono meta', dataset: { label: 'Command' } }, p.cmd)))
         : h('tr', { class: 'empty' }, h('td', { colspan: 7 }, 'No processes.')));
-      fill(note, `${processes.length} processes · refreshed every ${REFRESH_MS / 1000} s`);
+      fill(note, `${processes.length} ${processes.length === 1 ? 'process' : 'processes'} · refreshed every ${REFRESH_MS / 1000} s`);
       failed = false;
     } catch (e) {
       if (!failed && e.status !== 401) toastError(e);
@@ -49,4 +49,11 @@ export function mount(panel, id) {
     },
     destroy() { visible = false; clearTimeout(timer); },
   };
+}
+
+// The server names the user, or gives the uid (names live in the sandbox's /etc/passwd).
+function userOf(p) {
+  if (p.user) return p.user;
+  if (p.uid === 0) return 'root';
+  return p.uid === undefined ? '–' : `uid ${p.uid}`;
 }

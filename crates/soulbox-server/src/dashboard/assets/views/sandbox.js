@@ -45,9 +45,9 @@ export function mount(root, { id, tab }) {
   // Charts (Overview).
   const charts = {
     cpu: lineChart({ title: 'CPU', series: ['used'], format: (v) => pct(v), max: 100 }),
-    mem: lineChart({ title: 'Memory', series: ['used', 'limit'], format: bytes }),
-    disk: lineChart({ title: 'Disk', series: ['used', 'size'], format: bytes }),
-    net: lineChart({ title: 'Network', series: ['in', 'out'], format: (v) => `${bytes(v)}/s` }),
+    mem: lineChart({ title: 'Memory', series: ['used', 'limit'], format: bytes, bytes: true }),
+    disk: lineChart({ title: 'Disk', series: ['used', 'size'], format: bytes, bytes: true }),
+    net: lineChart({ title: 'Network', series: ['in', 'out'], format: (v) => `${bytes(v)}/s`, bytes: true }),
   };
   cleanups.push(() => Object.values(charts).forEach((c) => c.destroy()));
 
