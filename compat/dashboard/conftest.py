@@ -26,6 +26,8 @@ ARGS = [
 ]
 ARTIFACTS = Path(os.environ.get("SOULBOX_ARTIFACTS") or Path(__file__).resolve().parents[2] / "artifacts") / "dashboard"
 
+XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
 # What the page may never log: a CSP refusal or an uncaught error.
 BAD_CONSOLE = re.compile(r"Content Security Policy|Refused to|Uncaught|TypeError|ReferenceError|SyntaxError")
 
@@ -107,11 +109,12 @@ def sign_in(page, api_key):
 
 @pytest.fixture(scope="module")
 def sandbox():
-    """A sandbox of the admin's team, with metadata the list's search finds."""
+    """A sandbox of the admin's team, with metadata the list's search finds, and metadata
+    that would run script if the page ever made HTML of it (a dialog fails the test)."""
     from e2b import Sandbox
 
     tag = uuid.uuid4().hex[:12]
-    s = Sandbox.create(TEMPLATE, timeout=600, metadata={"dashboard-test": tag})
+    s = Sandbox.create(TEMPLATE, timeout=600, metadata={"dashboard-test": tag, "note": XSS})
     s.tag = tag
     yield s
     try:

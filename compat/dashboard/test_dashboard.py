@@ -13,7 +13,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from conftest import URL, TEMPLATE, key, shot, sign_in
+from conftest import URL, TEMPLATE, XSS, key, shot, sign_in
 
 
 def until(what, fn, timeout=30.0, every=0.2):
@@ -74,6 +74,9 @@ def test_admin_sees_drives_and_inspects_a_sandbox(new_context, sandbox, admin_ke
     # The list shows it, with its template and metadata, and the search finds it by metadata.
     expect(row(page, sid)).to_be_visible()
     expect(row(page, sid)).to_contain_text(sandbox.tag)
+    # Metadata is text: the markup shows as written and makes no element.
+    expect(row(page, sid)).to_contain_text(XSS)
+    assert row(page, sid).locator("img, script").count() == 0
     expect(row(page, sid)).to_contain_text("running")
     page.locator("#sandbox-search").fill(sandbox.tag)
     expect(page.locator("tr[data-sandbox-id]")).to_have_count(1)
@@ -85,12 +88,17 @@ def test_admin_sees_drives_and_inspects_a_sandbox(new_context, sandbox, admin_ke
     until("the list's CPU figure", lambda: re.search(r"\d+(\.\d)? % of \d+ vCPU", row(page, sid).inner_text()))
     shot(page, "02-sandboxes")
 
-    # Its page: facts, and the charts fill with samples (the server samples every 5 s).
+    # Its page: facts, and the charts fill with samples (the server samples every 5 s). A
+    # busy loop and a file written show on them.
+    sandbox.commands.run("dd if=/dev/zero of=/home/user/ballast bs=1M count=64 status=none; "
+                         "timeout 20 sh -c 'while :; do :; done'", background=True)
     row(page, sid).locator(f'a[href="#/sandboxes/{sid}"]').click()
     expect(page.locator("[data-tab=overview]")).to_have_attribute("aria-selected", "true")
     expect(page.locator(".facts")).to_contain_text(sandbox.tag)
     cpu = page.locator(".chart").first
     until("three samples on the charts", lambda: int(cpu.get_attribute("data-samples") or 0) >= 3, timeout=60)
+    until("the busy loop on the CPU chart",
+          lambda: float(re.match(r"[\d.]+", cpu.locator(".now").text_content()).group()) >= 20, timeout=30)
     shot(page, "03-sandbox-overview")
 
     # Terminal: keystrokes in, output out. The rows are read as text through xterm's
@@ -267,6 +275,23 @@ def test_kill_from_the_list(new_context, sandbox, admin_key):
     _, page = new_context()
     sid = sandbox.sandbox_id
     sign_in(page, admin_key)
+
+    # Extend: +1 h moves the end time an hour on.
+    before = Sandbox.get_info(sid).end_at.timestamp()
+    row(page, sid).locator("[data-action=extend]").click()
+    page.locator('#extend-dialog [data-extend="3600"]').click()
+    expect(page.locator("#toast")).to_contain_text("now ends in")
+    after = Sandbox.get_info(sid).end_at.timestamp()
+    assert 3590 <= after - before <= 3700, (before, after)
+
+    # Pause, then resume.
+    row(page, sid).locator("[data-action=pause]").click()
+    expect(row(page, sid)).to_contain_text("paused", timeout=60_000)
+    assert Sandbox.get_info(sid).state.value == "paused"
+    row(page, sid).locator("[data-action=resume]").click()
+    expect(row(page, sid).locator(".badge")).to_have_text("running", timeout=60_000)
+    assert sandbox.is_running()
+
     row(page, sid).locator("[data-action=kill]").click()
     expect(page.locator("#confirm")).to_be_visible()
     # Cancel keeps it.

@@ -20,6 +20,7 @@ export function mount(panel, id) {
 
   async function load() {
     clearTimeout(timer);
+    if (document.hidden) { timer = setTimeout(load, REFRESH_MS); return; }
     try {
       const { processes = [] } = await get(`/sandboxes/${seg(id)}/processes`);
       processes.sort((a, b) => (b.cpuSeconds - a.cpuSeconds) || (a.pid - b.pid));

@@ -146,7 +146,7 @@ export function mount(root, { id, tab }) {
   function every(ms, fn) {
     const tick = async () => {
       if (stopped) return;
-      await fn();
+      if (!document.hidden) await fn();
       if (!stopped) timers.push(setTimeout(tick, ms));
     };
     timers.push(setTimeout(tick, ms));

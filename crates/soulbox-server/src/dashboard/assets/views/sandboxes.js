@@ -2,12 +2,13 @@
 // memory, metadata, and the actions. Rows are kept by id and updated in place, so a refresh
 // never swaps a button out from under the pointer.
 import { h, setText, fill } from '../dom.js';
-import { get, serverNow } from '../api.js';
+import { get, request, serverNow } from '../api.js';
 import { bytes, duration, pct, metadataText, time } from '../format.js';
 import { toastError } from '../toast.js';
 import * as actions from '../sandbox-actions.js';
 
 const REFRESH_MS = 2000;
+const MAX_LISTED = 1000;
 
 export function mount(root) {
   const search = h('input', {
@@ -32,14 +33,20 @@ export function mount(root) {
   let stopped = false;
   let timer = 0;
   let failed = false;
+  let capped = false;
 
   async function refresh() {
+    // A background tab does not poll (and so lets an idle session expire).
+    if (document.hidden) { timer = setTimeout(refresh, REFRESH_MS); return; }
     try {
-      list = await get('/v2/sandboxes?state=running,paused&limit=100');
+      list = await listAll();
       const running = list.filter((s) => s.state === 'running').map((s) => s.sandboxID);
-      metrics = running.length
-        ? (await get(`/sandboxes/metrics?sandbox_ids=${running.map(encodeURIComponent).join(',')}`)).sandboxes || {}
-        : {};
+      // The latest sample of each running one, 200 ids a request (short URLs).
+      const chunks = [];
+      for (let i = 0; i < running.length; i += 200) chunks.push(running.slice(i, i + 200));
+      const answers = await Promise.all(chunks.map((ids) =>
+        get(`/sandboxes/metrics?sandbox_ids=${ids.map(encodeURIComponent).join(',')}`)));
+      metrics = Object.assign({}, ...answers.map((a) => a.sandboxes || {}));
       failed = false;
     } catch (e) {
       // One message per outage, not one every 2 s.
@@ -49,6 +56,20 @@ export function mount(root) {
     if (stopped) return;
     render();
     timer = setTimeout(refresh, REFRESH_MS);
+  }
+
+  // Pages of 100 (the API's most), up to MAX_LISTED sandboxes.
+  async function listAll() {
+    const out = [];
+    let token = '';
+    do {
+      const { data, headers } = await request('GET',
+        `/v2/sandboxes?state=running,paused&limit=100${token ? '&nextToken=' + encodeURIComponent(token) : ''}`);
+      out.push(...data);
+      token = headers.get('x-next-token') || '';
+    } while (token && out.length < MAX_LISTED);
+    capped = Boolean(token);
+    return out;
   }
 
   function matches(sb, q) {
@@ -81,7 +102,8 @@ export function mount(root) {
       fill(empty.firstChild, list.length ? 'No sandbox matches the filter.' : 'No running or paused sandboxes.');
       tbody.replaceChildren(empty);
     }
-    setText(count, list.length === shown.length ? `${list.length} live` : `${shown.length} of ${list.length}`);
+    const total = `${list.length}${capped ? '+ (the newest shown)' : ''}`;
+    setText(count, list.length === shown.length ? `${total} live` : `${shown.length} of ${total}`);
   }
 
   function makeRow(sb) {
