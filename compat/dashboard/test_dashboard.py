@@ -171,7 +171,7 @@ def test_admin_sees_drives_and_inspects_a_sandbox(new_context, sandbox, admin_ke
     shot(page, "07-templates")
     page.locator(f'#template-list tr[data-template-id="{TEMPLATE}"] a').click()
     expect(page.locator("h1")).to_contain_text(TEMPLATE)
-    shot(page, "08-template")
+    shot(page, "08-template-builtin")
 
     # Team: quota and use, the keys; a key made here is shown once, then only its prefix.
     page.locator('a[data-nav="team"]').click()
@@ -218,6 +218,39 @@ def test_admin_sees_drives_and_inspects_a_sandbox(new_context, sandbox, admin_ke
     expect(phone.locator("#api-key")).to_be_visible()
     phone.reload()
     expect(phone.locator("#api-key")).to_be_visible()
+
+
+def test_a_build_streams_its_logs_and_shows_its_layers(new_context, admin_key):
+    """A custom template built by the SDK in the background: its page streams the build's log
+    while it runs, then shows the build ready with its layers."""
+    import httpx
+    from e2b import Template
+
+    name = f"dash-{uuid.uuid4().hex[:8]}"
+    t = Template().from_template(TEMPLATE).run_cmd(
+        "for i in $(seq 1 12); do echo dash-step-$i; sleep 1; done")
+    info = Template.build_in_background(t, name, skip_cache=True)
+    try:
+        _, page = new_context()
+        sign_in(page, admin_key)
+        page.goto(f"{URL}/dashboard/#/templates/{info.template_id}")
+        expect(page.locator("h1")).to_contain_text(name)
+        logs = page.locator("#build-logs")
+        # Lines arrive while the build runs, not all at its end.
+        expect(logs).to_contain_text("dash-step-1", timeout=120_000)
+        # (12 s of steps: the page is open long before they end.)
+        assert "dash-step-12" not in logs.text_content()
+        expect(logs).to_contain_text("dash-step-12", timeout=120_000)
+        expect(page.locator(f'#build-list tr[data-build-id="{info.build_id}"] .badge')).to_have_text("ready", timeout=120_000)
+        layers = page.locator(f'#build-list tr[data-build-id="{info.build_id}"] details.layers')
+        layers.locator("summary").click()
+        expect(layers).to_contain_text("dash-step")
+        expect(layers).to_contain_text(re.compile(r"\d+(\.\d)? (B|KiB|MiB|GiB)"))
+        shot(page, "08-template")
+        page.locator('a[data-nav="templates"]').click()
+        expect(page.locator(f'#template-list tr[data-template-id="{info.template_id}"]')).to_contain_text("ready")
+    finally:
+        httpx.delete(f"{URL}/templates/{info.template_id}", headers={"X-API-KEY": admin_key}, timeout=30)
 
 
 def test_the_csrf_guard_refuses_a_request_without_its_header(new_context, sandbox, admin_key):
