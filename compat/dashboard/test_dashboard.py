@@ -125,6 +125,12 @@ def test_admin_sees_drives_and_inspects_a_sandbox(new_context, sandbox, admin_ke
     until("the typed UTF-8 in the sandbox",
           lambda: sandbox.files.read("/tmp/dashboard-utf8.txt") == utf8 + "\n")
     page.locator("#screen-reader").check()
+    # Ctrl+Shift+V pastes the clipboard into the shell.
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=URL)
+    page.evaluate("navigator.clipboard.writeText('echo pasted-$((6*7))')")
+    page.keyboard.press("Control+Shift+V")
+    page.keyboard.press("Enter")
+    until("the pasted command's output", lambda: "pasted-42" in terminal_lines(page))
     page.keyboard.type("ls /tmp\n")
     until("ls on the terminal", lambda: any("dashboard-utf8.txt" in l and "cat" not in l for l in terminal_lines(page)))
     shot(page, "04-sandbox-terminal", full_page=False)
@@ -268,6 +274,13 @@ def test_the_csrf_guard_refuses_a_request_without_its_header(new_context, sandbo
     r = api.post(f"{URL}/dashboard/api/sandboxes/{sid}/timeout", data='{"timeout": 600}',
                  headers={"Content-Type": "application/json", "X-SoulBox-Dashboard": "1", "Origin": URL})
     assert r.status == 204, (r.status, r.text())
+    # A session ended elsewhere (here: signed out by another request) sends the page back to
+    # the sign-in form at its next call.
+    expect(row(page, sid)).to_be_visible()
+    r = api.delete(f"{URL}/dashboard/api/session", headers={"X-SoulBox-Dashboard": "1", "Origin": URL})
+    assert r.status == 204, (r.status, r.text())
+    expect(page.locator("#api-key")).to_be_visible()
+    expect(page.locator("#toast")).to_contain_text("Signed out")
 
 
 def test_a_read_only_key_sees_but_cannot_kill(new_context, sandbox):
