@@ -97,6 +97,10 @@ def new_context(browser):
 
 def shot(page, name, full_page=True):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # A success message would cover the page (errors stay: they are part of the picture).
+    ok = page.locator("#toast.ok .toast-close")
+    if ok.is_visible():
+        ok.click()
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
