@@ -129,6 +129,8 @@ def test_admin_sees_drives_and_inspects_a_sandbox(new_context, sandbox, admin_ke
     ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=URL)
     page.evaluate("navigator.clipboard.writeText('echo pasted-$((6*7))')")
     page.keyboard.press("Control+Shift+V")
+    # (The clipboard is read asynchronously: Enter only once the text is on the line.)
+    until("the pasted text on the line", lambda: last_line(page).endswith("$ echo pasted-$((6*7))"))
     page.keyboard.press("Enter")
     until("the pasted command's output", lambda: "pasted-42" in terminal_lines(page))
     page.keyboard.type("ls /tmp\n")
