@@ -589,11 +589,12 @@ async fn a_terminal_runs_a_shell_with_utf8_and_resizes_and_its_shell_ends_with_i
     let mut ws = terminal(a, &cookie, &id).await.unwrap();
     let mut seen = String::new();
     ws.send(Message::Binary(
-        b"echo $$ > /tmp/shell.pid; echo sh-ready\r".to_vec().into(),
+        b"echo $$ > /tmp/shell.pid; echo sh-$((1+1))-ready\r".to_vec().into(),
     ))
     .await
     .unwrap();
-    read_until(&mut ws, &mut seen, "sh-ready\r\n").await;
+    // (the sum, so that the echo of the typed line does not match)
+    read_until(&mut ws, &mut seen, "sh-2-ready").await;
     drop(ws);
     let pid = file(a, &cookie, &id, "/tmp/shell.pid").await;
     let pid: i64 = String::from_utf8_lossy(&pid).trim().parse().unwrap();

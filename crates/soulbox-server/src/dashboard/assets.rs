@@ -60,7 +60,11 @@ pub fn serve(rel: &str, headers: &HeaderMap) -> Response {
 }
 
 fn content_type(name: &str) -> &'static str {
-    match name.rsplit('.').next().unwrap_or_default() {
+    let file = name.rsplit('/').next().unwrap_or_default();
+    if file.starts_with("LICENSE") || file.starts_with("VERSIONS") {
+        return "text/plain; charset=utf-8";
+    }
+    match file.rsplit('.').next().unwrap_or_default() {
         "html" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
         "css" => "text/css; charset=utf-8",
@@ -69,7 +73,7 @@ fn content_type(name: &str) -> &'static str {
         "ico" => "image/x-icon",
         "json" | "map" => "application/json",
         "woff2" => "font/woff2",
-        "txt" | "md" => "text/plain; charset=utf-8",
+        "txt" | "md" | "sh" => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
 }

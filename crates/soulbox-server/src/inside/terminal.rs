@@ -166,6 +166,7 @@ impl Shell {
         let mut body = resp.into_body().into_data_stream();
         let mut frames = connect::Decoder::new(MAX_FRAME * 4);
         let mut pid = None;
+        let mut early = vec![];
         loop {
             tokio::select! {
                 chunk = body.next() => {
@@ -181,7 +182,12 @@ impl Shell {
                             continue;
                         };
                         match ev.event {
-                            ProcessEvent::Start(s) => pid = Some(s.pid),
+                            ProcessEvent::Start(s) => {
+                                pid = Some(s.pid);
+                                for m in std::mem::take(&mut early) {
+                                    self.from_browser(s.pid, m).await?;
+                                }
+                            }
                             ProcessEvent::Data(DataEvent::Pty(b) | DataEvent::Stdout(b) | DataEvent::Stderr(b)) => {
                                 tx.send(Message::Binary(b.into())).await.map_err(|_| Gone::Browser)?;
                             }
@@ -191,26 +197,33 @@ impl Shell {
                     }
                 }
                 msg = rx.next() => {
-                    let Some(pid) = pid else {
-                        // Nothing can be typed before the shell runs; a browser that leaves
-                        // now leaves nothing behind once the start answers.
-                        if !matches!(msg, Some(Ok(_))) { return Err(Gone::Browser); }
-                        continue;
-                    };
-                    match msg {
-                        Some(Ok(Message::Binary(b))) => self.input(pid, b.to_vec()).await?,
-                        Some(Ok(Message::Text(t))) => match serde_json::from_str::<Control>(&t) {
-                            Ok(Control::Resize { cols, rows }) => self.resize(pid, size_of(cols, rows)).await?,
-                            Err(_) => self.input(pid, t.as_bytes().to_vec()).await?,
-                        },
-                        Some(Ok(_)) => {}
-                        _ => {
+                    let Some(Ok(msg)) = msg else {
+                        if let Some(pid) = pid {
                             self.kill(pid).await;
-                            return Err(Gone::Browser);
                         }
+                        // Before the start answered, dropping the stream ends the shell.
+                        return Err(Gone::Browser);
+                    };
+                    match pid {
+                        Some(pid) => self.from_browser(pid, msg).await?,
+                        // Typed before the shell runs: kept for it (bounded, like a frame).
+                        None if early.len() < 64 => early.push(msg),
+                        None => {}
                     }
                 }
             }
+        }
+    }
+
+    /// Keystrokes (binary frames) and resizes (text frames) from the browser.
+    async fn from_browser(&self, pid: u32, msg: Message) -> Result<(), Gone> {
+        match msg {
+            Message::Binary(b) => self.input(pid, b.to_vec()).await,
+            Message::Text(t) => match serde_json::from_str::<Control>(&t) {
+                Ok(Control::Resize { cols, rows }) => self.resize(pid, size_of(cols, rows)).await,
+                Err(_) => self.input(pid, t.as_bytes().to_vec()).await,
+            },
+            _ => Ok(()),
         }
     }
 
