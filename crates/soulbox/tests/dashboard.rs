@@ -589,7 +589,9 @@ async fn a_terminal_runs_a_shell_with_utf8_and_resizes_and_its_shell_ends_with_i
     let mut ws = terminal(a, &cookie, &id).await.unwrap();
     let mut seen = String::new();
     ws.send(Message::Binary(
-        b"echo $$ > /tmp/shell.pid; echo sh-$((1+1))-ready\r".to_vec().into(),
+        b"echo $$ > /tmp/shell.pid; echo sh-$((1+1))-ready\r"
+            .to_vec()
+            .into(),
     ))
     .await
     .unwrap();
