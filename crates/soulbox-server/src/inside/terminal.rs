@@ -185,7 +185,7 @@ impl Shell {
                             ProcessEvent::Start(s) => {
                                 pid = Some(s.pid);
                                 for m in std::mem::take(&mut early) {
-                                    self.from_browser(s.pid, m).await?;
+                                    self.take_browser_message(s.pid, m).await?;
                                 }
                             }
                             ProcessEvent::Data(DataEvent::Pty(b) | DataEvent::Stdout(b) | DataEvent::Stderr(b)) => {
@@ -205,7 +205,7 @@ impl Shell {
                         return Err(Gone::Browser);
                     };
                     match pid {
-                        Some(pid) => self.from_browser(pid, msg).await?,
+                        Some(pid) => self.take_browser_message(pid, msg).await?,
                         // Typed before the shell runs: kept for it (bounded, like a frame).
                         None if early.len() < 64 => early.push(msg),
                         None => {}
@@ -216,7 +216,7 @@ impl Shell {
     }
 
     /// Keystrokes (binary frames) and resizes (text frames) from the browser.
-    async fn from_browser(&self, pid: u32, msg: Message) -> Result<(), Gone> {
+    async fn take_browser_message(&self, pid: u32, msg: Message) -> Result<(), Gone> {
         match msg {
             Message::Binary(b) => self.input(pid, b.to_vec()).await,
             Message::Text(t) => match serde_json::from_str::<Control>(&t) {
