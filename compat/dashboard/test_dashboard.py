@@ -299,8 +299,13 @@ def test_a_read_only_key_sees_but_cannot_kill(new_context, sandbox):
     sid = sandbox.sandbox_id
     sign_in(page, key("SOULBOX_READER_KEY"))
     expect(page.locator("#whoami")).to_contain_text("read-only")
-    expect(page.locator('a[data-nav="team"]')).to_be_hidden()
     expect(page.locator('a[data-nav="audit"]')).to_be_hidden()
+    # The team's quota is everyone's to see; its keys are the admins'.
+    page.locator('a[data-nav="team"]').click()
+    expect(page.locator("#keys-admin-only")).to_be_visible()
+    expect(page.locator(".meter").first).to_be_visible()
+    expect(page.locator("#key-list")).to_have_count(0)
+    page.locator('a[data-nav="sandboxes"]').click()
     expect(row(page, sid)).to_be_visible()
     row(page, sid).locator("[data-action=kill]").click()
     page.locator("#confirm-ok").click()

@@ -1,5 +1,5 @@
-// Team (admins): the team's quota and what it uses, and its API keys — create (the key is
-// shown once), change a key's role, revoke.
+// Team: the team's quota and what it uses (every role); for admins also its API keys —
+// create (the key is shown once), change a key's role, revoke.
 import { h, fill } from '../dom.js';
 import { get, post, patch, del, seg } from '../api.js';
 import { time } from '../format.js';
@@ -16,10 +16,17 @@ export function mount(root) {
   const showRevoked = h('input', { type: 'checkbox', id: 'show-revoked', onchange: () => loadKeys() });
   const name = h('input', { id: 'key-name', type: 'text', required: true, maxlength: '128', placeholder: 'name, e.g. ci-agents', class: 'grow' });
   const role = h('select', { id: 'key-role', 'aria-label': 'Role' }, ROLES.map((r) => h('option', { value: r, selected: r === 'member' }, r)));
+  const admin = state.session?.role === 'admin';
   root.append(
     h('h1', {}, 'Team'),
     h('p', { class: 'muted', id: 'team-name' }, ''),
-    meters,
+    meters);
+  if (!admin) {
+    root.append(h('p', { class: 'muted', id: 'keys-admin-only' }, "The team's API keys are managed by its admins."));
+    loadTeam();
+    return () => {};
+  }
+  root.append(
     h('h2', {}, 'API keys'),
     h('form', { class: 'toolbar', id: 'key-create', onsubmit: (ev) => { ev.preventDefault(); create(); } },
       name, role, h('button', { type: 'submit', class: 'btn primary', id: 'key-create-btn' }, 'Create key')),
