@@ -557,16 +557,24 @@ async fn a_terminal_runs_a_shell_with_utf8_and_resizes_and_its_shell_ends_with_i
     .await
     .unwrap();
     read_until(&mut ws, &mut seen, "45 123").await;
-    // Its processes, as the sandbox sees them: init is 1, the shell and its sleep are there.
-    let procs: Value = get(
-        a,
-        &cookie,
-        &format!("/dashboard/api/sandboxes/{id}/processes"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    // Its processes, as the sandbox sees them: init is 1, the shell and its sleep are there
+    // (read until the backgrounded sleep has exec'd: just forked, it is still "[bash]").
+    let mut procs = Value::Null;
+    for _ in 0..100 {
+        procs = get(
+            a,
+            &cookie,
+            &format!("/dashboard/api/sandboxes/{id}/processes"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        if procs.to_string().contains("sleep 4242") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let list = procs["processes"].as_array().unwrap();
     let init = list.iter().find(|p| p["pid"] == 1).expect("pid 1");
     assert_eq!(init["ppid"], 0);
@@ -656,7 +664,8 @@ async fn files_go_up_and_down_and_a_download_is_never_a_page() {
     let cookie = sign_in(a, MEMBER).await;
     let base = format!("/dashboard/api/sandboxes/{id}/envd");
     // Upload (multipart, as the browser's file input sends it), bytes that are not text.
-    let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    // Larger than the control plane's body limit (1 MiB): uploads stream past it.
+    let data: Vec<u8> = (0..=255u8).cycle().take(3_000_000).collect();
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(data.clone()).file_name("blob.bin"),
@@ -680,7 +689,7 @@ async fn files_go_up_and_down_and_a_download_is_never_a_page() {
     let list: Value = r.json().await.unwrap();
     assert_eq!(list["entries"][0]["name"], "blob.bin", "{list}");
     // int64 in Connect-JSON is a string.
-    assert_eq!(list["entries"][0]["size"], "300000");
+    assert_eq!(list["entries"][0]["size"], "3000000");
     assert_eq!(file(a, &cookie, &id, "/tmp/up/blob.bin").await, data);
     // A file that is a web page comes down as a download, under a sandboxing policy.
     let page = b"<html><script>alert(document.cookie)</script></html>".to_vec();

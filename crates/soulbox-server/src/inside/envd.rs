@@ -9,7 +9,7 @@ use crate::proxy::Target;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 /// The calls allowed, and whether each only reads.
@@ -75,6 +75,11 @@ pub async fn call(
         port: soulbox_protocol::ENVD_PORT,
     };
     let mut resp = crate::metrics::proxy::forward(&st, target, fwd).await;
+    // The agent's 401 (an unknown user, a token it refuses) is not the caller's: the
+    // dashboard reads a 401 as its session ending.
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+    }
     // What comes back was made in the sandbox: only the headers that describe the body pass
     // (never a cookie or a policy of the sandbox's choosing on this origin).
     let h = resp.headers_mut();

@@ -101,4 +101,4 @@ export const envd = (id, method, body) => post(`/sandboxes/${seg(id)}/envd/${met
 
 /** URL of a file in the sandbox, for a download link (GET: the cookie is enough). */
 export const fileUrl = (id, path) =>
-  `${BASE}/sandboxes/${seg(id)}/envd/files?path=${encodeURIComponent(path)}&username=user`;
+  `${BASE}/sandboxes/${seg(id)}/envd/files?path=${encodeURIComponent(path)}`;

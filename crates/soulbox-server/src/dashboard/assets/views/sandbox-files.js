@@ -125,7 +125,7 @@ export function mount(panel, id) {
       body.append('file', f, f.name);
       const path = join(cwd, f.name);
       try {
-        await request('POST', `/sandboxes/${seg(id)}/envd/files?path=${encodeURIComponent(path)}&username=user`, { body });
+        await request('POST', `/sandboxes/${seg(id)}/envd/files?path=${encodeURIComponent(path)}`, { body });
         done++;
       } catch (err) {
         toastError(new Error(`Upload of ${f.name} failed: ${err.message}`));
