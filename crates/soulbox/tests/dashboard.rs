@@ -77,15 +77,20 @@ fn same_site(addr: SocketAddr, cookie: &str) -> HeaderMap {
     h
 }
 
-/// Signs in; returns the `Cookie` header value of the session.
-async fn sign_in(addr: SocketAddr, key: &str) -> String {
-    let r = http()
+/// The dashboard's sign-in request, as its page sends it.
+async fn sign_in_answer(addr: SocketAddr, key: &str) -> reqwest::Response {
+    http()
         .post(url(addr, "/dashboard/api/session"))
         .headers(same_site(addr, ""))
         .json(&json!({"apiKey": key}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Signs in; returns the `Cookie` header value of the session.
+async fn sign_in(addr: SocketAddr, key: &str) -> String {
+    let r = sign_in_answer(addr, key).await;
     assert_eq!(r.status(), 200, "sign-in with {key}");
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     set.split(';').next().unwrap().to_string()
@@ -97,6 +102,11 @@ async fn get(addr: SocketAddr, cookie: &str, path: &str) -> reqwest::Response {
         req = req.header("cookie", cookie);
     }
     req.send().await.unwrap()
+}
+
+/// The status of a GET with a session cookie (or none).
+async fn status(addr: SocketAddr, cookie: &str, path: &str) -> u16 {
+    get(addr, cookie, path).await.status().as_u16()
 }
 
 async fn create(addr: SocketAddr, key: &str) -> String {
@@ -178,11 +188,9 @@ async fn no_page_or_call_works_without_a_session_and_every_answer_is_strict() {
             "{name}"
         );
     }
-    assert_eq!(get(a, "", "/dashboard").await.status(), 308);
+    assert_eq!(status(a, "", "/dashboard").await, 308);
     assert_eq!(
-        get(a, "", "/dashboard/assets/../../etc/passwd")
-            .await
-            .status(),
+        status(a, "", "/dashboard/assets/../../etc/passwd").await,
         404
     );
     // No data without a session: not the list, not inside a sandbox, not who one is.
@@ -224,13 +232,7 @@ async fn no_page_or_call_works_without_a_session_and_every_answer_is_strict() {
         other => panic!("a terminal without a session: {other:?}"),
     }
     // A bad key signs nobody in, and the answer never echoes a key.
-    let r = http()
-        .post(url(a, "/dashboard/api/session"))
-        .headers(same_site(a, ""))
-        .json(&json!({"apiKey": "e2b_nope"}))
-        .send()
-        .await
-        .unwrap();
+    let r = sign_in_answer(a, "e2b_nope").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("set-cookie").is_none());
     kill(a, &id).await;
@@ -240,13 +242,7 @@ async fn no_page_or_call_works_without_a_session_and_every_answer_is_strict() {
 async fn the_session_cookie_is_strict_and_ends_with_its_key() {
     let s = server().await;
     let a = s.addr;
-    let r = http()
-        .post(url(a, "/dashboard/api/session"))
-        .headers(same_site(a, ""))
-        .json(&json!({"apiKey": MEMBER}))
-        .send()
-        .await
-        .unwrap();
+    let r = sign_in_answer(a, MEMBER).await;
     assert_eq!(r.status(), 200);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     for need in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
@@ -263,12 +259,7 @@ async fn the_session_cookie_is_strict_and_ends_with_its_key() {
     assert_eq!(who["keyName"], "member");
     let cookie = set.split(';').next().unwrap().to_string();
     assert!(!cookie.contains(MEMBER), "the cookie holds the key");
-    assert_eq!(
-        get(a, &cookie, "/dashboard/api/v2/sandboxes")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(a, &cookie, "/dashboard/api/v2/sandboxes").await, 200);
     // Signing out ends it.
     let r = http()
         .delete(url(a, "/dashboard/api/session"))
@@ -281,18 +272,10 @@ async fn the_session_cookie_is_strict_and_ends_with_its_key() {
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
-    assert_eq!(
-        get(a, &cookie, "/dashboard/api/v2/sandboxes")
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(a, &cookie, "/dashboard/api/v2/sandboxes").await, 401);
     // Revoking the key ends its sessions at the next call.
     let cookie = sign_in(a, REVOKED).await;
-    assert_eq!(
-        get(a, &cookie, "/dashboard/api/session").await.status(),
-        200
-    );
+    assert_eq!(status(a, &cookie, "/dashboard/api/session").await, 200);
     let team = s.store.default_team().await.unwrap();
     let keys = s.store.key_records(Some(&team)).await.unwrap();
     let id = keys
@@ -302,21 +285,13 @@ async fn the_session_cookie_is_strict_and_ends_with_its_key() {
         .id
         .clone();
     s.store.revoke_team_key(&team, &id).await.unwrap();
-    assert_eq!(
-        get(a, &cookie, "/dashboard/api/v2/sandboxes")
-            .await
-            .status(),
-        401
-    );
-    assert_eq!(
-        get(a, &cookie, "/dashboard/api/session").await.status(),
-        401
-    );
+    assert_eq!(status(a, &cookie, "/dashboard/api/v2/sandboxes").await, 401);
+    assert_eq!(status(a, &cookie, "/dashboard/api/session").await, 401);
     // Two session cookies (one tossed in by another page): neither is used.
     let c1 = sign_in(a, MEMBER).await;
     let c2 = sign_in(a, ADMIN).await;
     let both = format!("{c1}; {c2}");
-    assert_eq!(get(a, &both, "/dashboard/api/session").await.status(), 401);
+    assert_eq!(status(a, &both, "/dashboard/api/session").await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -393,12 +368,7 @@ async fn the_session_has_its_keys_role_and_team() {
     let a = s.addr;
     let id = create(a, ADMIN).await;
     let reader = sign_in(a, READER).await;
-    assert_eq!(
-        get(a, &reader, "/dashboard/api/v2/sandboxes")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(a, &reader, "/dashboard/api/v2/sandboxes").await, 200);
     let info: Value = get(a, &reader, &format!("/dashboard/api/sandboxes/{id}"))
         .await
         .json()
@@ -418,26 +388,10 @@ async fn the_session_has_its_keys_role_and_team() {
     assert!(r.text().await.unwrap().contains("read-only"));
     assert!(running(a, &id).await);
     // Inside the sandbox is a member's: files, processes, terminal.
-    assert_eq!(
-        get(
-            a,
-            &reader,
-            &format!("/dashboard/api/sandboxes/{id}/processes")
-        )
-        .await
-        .status(),
-        403
-    );
-    assert_eq!(
-        get(
-            a,
-            &reader,
-            &format!("/dashboard/api/sandboxes/{id}/envd/files?path=/etc/hostname")
-        )
-        .await
-        .status(),
-        403
-    );
+    for path in ["processes", "envd/files?path=/etc/hostname"] {
+        let path = format!("/dashboard/api/sandboxes/{id}/{path}");
+        assert_eq!(status(a, &reader, &path).await, 403, "{path}");
+    }
     let r = http()
         .post(url(
             a,
@@ -450,12 +404,9 @@ async fn the_session_has_its_keys_role_and_team() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(matches!(terminal(a, &reader, &id).await, Err(403)));
-    assert_eq!(
-        get(a, &reader, "/dashboard/api/api-keys").await.status(),
-        403
-    );
+    assert_eq!(status(a, &reader, "/dashboard/api/api-keys").await, 403);
     let member = sign_in(a, MEMBER).await;
-    assert_eq!(get(a, &member, "/dashboard/api/audit").await.status(), 403);
+    assert_eq!(status(a, &member, "/dashboard/api/audit").await, 403);
     // Another team sees none of it.
     let other = sign_in(a, OTHER).await;
     let list: Value = get(a, &other, "/dashboard/api/v2/sandboxes")
@@ -464,32 +415,10 @@ async fn the_session_has_its_keys_role_and_team() {
         .await
         .unwrap();
     assert!(!list.to_string().contains(&id));
-    assert_eq!(
-        get(a, &other, &format!("/dashboard/api/sandboxes/{id}"))
-            .await
-            .status(),
-        404
-    );
-    assert_eq!(
-        get(
-            a,
-            &other,
-            &format!("/dashboard/api/sandboxes/{id}/processes")
-        )
-        .await
-        .status(),
-        404
-    );
-    assert_eq!(
-        get(
-            a,
-            &other,
-            &format!("/dashboard/api/sandboxes/{id}/envd/files?path=/etc/hostname")
-        )
-        .await
-        .status(),
-        404
-    );
+    for path in ["", "/processes", "/envd/files?path=/etc/hostname"] {
+        let path = format!("/dashboard/api/sandboxes/{id}{path}");
+        assert_eq!(status(a, &other, &path).await, 404, "{path}");
+    }
     assert!(
         matches!(terminal(a, &other, &id).await, Err(404)),
         "another team's terminal"
@@ -559,30 +488,17 @@ async fn a_terminal_runs_a_shell_with_utf8_and_resizes_and_its_shell_ends_with_i
     read_until(&mut ws, &mut seen, "45 123").await;
     // Its processes, as the sandbox sees them: init is 1, the shell and its sleep are there
     // (read until the backgrounded sleep has exec'd: just forked, it is still "[bash]").
-    let mut procs = Value::Null;
-    for _ in 0..100 {
-        procs = get(
-            a,
-            &cookie,
-            &format!("/dashboard/api/sandboxes/{id}/processes"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        if procs.to_string().contains("sleep 4242") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let list = procs["processes"].as_array().unwrap();
+    let list = processes_until(a, &cookie, &id, |l| {
+        l.iter().any(|p| p["cmd"] == "sleep 4242")
+    })
+    .await;
     let init = list.iter().find(|p| p["pid"] == 1).expect("pid 1");
     assert_eq!(init["ppid"], 0);
     assert_eq!(init["uid"], 0);
     let sleep = list
         .iter()
         .find(|p| p["cmd"] == "sleep 4242")
-        .unwrap_or_else(|| panic!("no sleep in {procs}"));
+        .unwrap_or_else(|| panic!("no sleep in {list:?}"));
     assert!(sleep["pid"].as_i64().unwrap() > 1);
     assert!(
         list.iter().any(|p| p["pid"] == sleep["ppid"]),
@@ -608,28 +524,8 @@ async fn a_terminal_runs_a_shell_with_utf8_and_resizes_and_its_shell_ends_with_i
     drop(ws);
     let pid = file(a, &cookie, &id, "/tmp/shell.pid").await;
     let pid: i64 = String::from_utf8_lossy(&pid).trim().parse().unwrap();
-    let mut ended = false;
-    for _ in 0..100 {
-        let procs: Value = get(
-            a,
-            &cookie,
-            &format!("/dashboard/api/sandboxes/{id}/processes"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        if !procs["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["pid"] == pid)
-        {
-            ended = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let left = processes_until(a, &cookie, &id, |l| !l.iter().any(|p| p["pid"] == pid)).await;
+    let ended = !left.iter().any(|p| p["pid"] == pid);
     assert!(ended, "the shell {pid} of a closed terminal still runs");
     // The audit log has the terminal, with the key.
     let admin = sign_in(a, ADMIN).await;
@@ -643,6 +539,26 @@ async fn a_terminal_runs_a_shell_with_utf8_and_resizes_and_its_shell_ends_with_i
         "no terminal in the audit log: {log}"
     );
     kill(a, &id).await;
+}
+
+/// The sandbox's processes once `done` holds of them (or as they are after 10 s).
+async fn processes_until(
+    a: SocketAddr,
+    cookie: &str,
+    id: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let path = format!("/dashboard/api/sandboxes/{id}/processes");
+    let mut list = vec![];
+    for _ in 0..100 {
+        let v: Value = get(a, cookie, &path).await.json().await.unwrap();
+        list = v["processes"].as_array().cloned().unwrap_or_default();
+        if done(&list) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    list
 }
 
 async fn file(a: SocketAddr, cookie: &str, id: &str, path: &str) -> Vec<u8> {
