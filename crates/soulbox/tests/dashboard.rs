@@ -287,6 +287,21 @@ async fn the_session_cookie_is_strict_and_ends_with_its_key() {
     s.store.revoke_team_key(&team, &id).await.unwrap();
     assert_eq!(status(a, &cookie, "/dashboard/api/v2/sandboxes").await, 401);
     assert_eq!(status(a, &cookie, "/dashboard/api/session").await, 401);
+    // Each sign-in is in the team's audit log with its key and address.
+    let admin = sign_in(a, ADMIN).await;
+    let log: Value = get(a, &admin, "/dashboard/api/audit?action=dashboard.sign_in")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let revoked_in = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["keyID"] == id.as_str())
+        .unwrap_or_else(|| panic!("no sign-in of the revoked key in {log}"));
+    assert_eq!(revoked_in["source"], "127.0.0.1");
+    assert!(!log.to_string().contains(REVOKED), "a key in the log");
     // Two session cookies (one tossed in by another page): neither is used.
     let c1 = sign_in(a, MEMBER).await;
     let c2 = sign_in(a, ADMIN).await;

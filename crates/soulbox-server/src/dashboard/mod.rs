@@ -9,7 +9,7 @@ pub mod assets;
 pub mod guard;
 pub mod session;
 
-use crate::access::SessionKey;
+use crate::access::{audit, SessionKey};
 use crate::error::json_error;
 use crate::AppState;
 use axum::extract::Request;
@@ -120,6 +120,10 @@ async fn api(st: &AppState, control: &mut axum::Router, rest: String, req: Reque
 /// `POST /dashboard/api/session {"apiKey": …}`: the key is checked and forgotten; the browser
 /// gets a session cookie.
 async fn sign_in(st: &AppState, req: Request) -> Response {
+    let source = req
+        .extensions()
+        .get::<crate::access::Peer>()
+        .map(|p| p.0.ip().to_string());
     let body = match axum::body::to_bytes(req.into_body(), MAX_SIGN_IN).await {
         Ok(b) => b,
         Err(_) => {
@@ -146,6 +150,14 @@ async fn sign_in(st: &AppState, req: Request) -> Response {
         Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
     let token = st.sessions.start(&found.caller.key_id);
+    // Who opened a dashboard session, and from where (a failed attempt names no team).
+    let c = &found.caller;
+    let mut entry = audit::Entry::by("key", Some(&c.team), "dashboard.sign_in", &c.key_id, true);
+    entry.key_id = Some(c.key_id.clone());
+    if let Some(source) = source {
+        entry.source = source;
+    }
+    audit::record(&st.store, entry).await;
     let mut r = who(st, &found.caller.key_id).await;
     if r.status().is_success() {
         if let Ok(v) = HeaderValue::from_str(&session::set_cookie(st.cfg.tls.is_some(), &token)) {
