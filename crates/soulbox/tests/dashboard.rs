@@ -666,6 +666,11 @@ async fn files_go_up_and_down_and_a_download_is_never_a_page() {
     // A missing file is the agent's clear error, not a crash.
     let r = get(a, &cookie, &format!("{base}/files?path=/nope/none")).await;
     assert_eq!(r.status(), 404);
+    // Every answer of the sandbox's, an error too, is under the sandboxing policy.
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("sandbox"));
     // An upload is in the audit log; a listing is not.
     let admin = sign_in(a, ADMIN).await;
     let log: Value = get(a, &admin, "/dashboard/api/audit?action=sandbox.files")

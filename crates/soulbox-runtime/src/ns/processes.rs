@@ -25,11 +25,15 @@ pub struct ProcessInfo {
     pub cmd: String,
 }
 
-/// Longest command line reported.
+/// Longest command line reported (and read: a sandbox's processes choose their own).
 const MAX_CMD: usize = 4096;
+/// Most processes reported in one listing (a sandbox can fork as many as its pids limit).
+pub const MAX_PROCESSES: usize = 2000;
 
 impl NsBackend {
-    /// The processes of a running sandbox, by pid.
+    /// The processes of a running sandbox, by pid: at most [`MAX_PROCESSES`] (the lowest
+    /// host pids), each read bounded, so what a listing costs the host does not grow with
+    /// what the sandbox puts in its command lines.
     pub fn processes(&self, id: &str) -> Result<Vec<ProcessInfo>, RuntimeError> {
         let init = self
             .sandboxes
@@ -40,7 +44,9 @@ impl NsBackend {
         let uid_map = std::fs::read_to_string(format!("/proc/{init}/uid_map"))
             .map(|m| parse_id_map(&m))
             .unwrap_or_default();
-        let host_pids = self.cgroups().pids(id);
+        let mut host_pids = self.cgroups().pids(id);
+        host_pids.sort_unstable();
+        host_pids.truncate(MAX_PROCESSES);
         let raw: Vec<(i32, Raw)> = host_pids
             .iter()
             .filter_map(|&p| read_raw(p).map(|r| (p, r)))
@@ -90,7 +96,7 @@ fn read_raw(pid: i32) -> Option<Raw> {
     let host_uid = status_field(&status, "Uid:")
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(-1);
-    let cmdline = std::fs::read(format!("{dir}/cmdline")).unwrap_or_default();
+    let cmdline = read_bounded(&format!("{dir}/cmdline"), MAX_CMD);
     Some(Raw {
         ns_pid,
         host_ppid: field(1).unwrap_or(0) as i32,
@@ -113,6 +119,16 @@ fn parse_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
 
 fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
     status.lines().find_map(|l| l.strip_prefix(name))
+}
+
+/// At most `max` bytes of a file (a process's arguments can be megabytes).
+fn read_bounded(path: &str, max: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max as u64).read_to_end(&mut out);
+    }
+    out
 }
 
 fn command_line(raw: &[u8], name: &str) -> String {
@@ -204,6 +220,15 @@ mod tests {
         assert_eq!(command_line(b"", "kworker"), "[kworker]");
         let long = "é".repeat(MAX_CMD);
         assert!(command_line(long.as_bytes(), "x").len() <= MAX_CMD);
+    }
+
+    #[test]
+    fn a_long_file_is_read_only_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cmdline");
+        std::fs::write(&p, vec![b'a'; 1 << 20]).unwrap();
+        assert_eq!(read_bounded(p.to_str().unwrap(), MAX_CMD).len(), MAX_CMD);
+        assert!(read_bounded("/nonexistent", MAX_CMD).is_empty());
     }
 
     #[test]

@@ -149,6 +149,20 @@ async fn sign_in(st: &AppState, req: Request) -> Response {
         Ok(None) => return unauthorized("invalid API key"),
         Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
+    // A sign-in is a request of its key: its rate limit applies.
+    if let Err(wait) = st
+        .rate
+        .take(&found.caller.key_id, found.rate.or(st.cfg.rate_limit))
+    {
+        return crate::error::ApiError::RateLimited {
+            message: format!(
+                "this key made too many requests: try again in {:.1} s",
+                wait.as_secs_f64()
+            ),
+            retry_after: wait,
+        }
+        .into_response();
+    }
     let token = st.sessions.start(&found.caller.key_id);
     // Who opened a dashboard session, and from where (a failed attempt names no team).
     let c = &found.caller;

@@ -16,6 +16,9 @@ pub const IDLE: Duration = Duration::from_secs(12 * 3600);
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Sessions kept at once; the least recently used goes first when full.
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions of one key; its least recently used goes first, so one key signing in over and
+/// over pushes out only its own sessions, never another team's.
+const MAX_PER_KEY: usize = 16;
 
 /// The cookie's name: on HTTPS with the `__Host-` prefix, so that no other host (a
 /// sandbox's `{port}-{id}.{domain}`) can set or shadow it.
@@ -100,6 +103,17 @@ impl Sessions {
         let now = Instant::now();
         if let Ok(mut m) = self.by_hash.lock() {
             m.retain(|_, s| live(s, now));
+            let mut own: Vec<([u8; 32], Instant)> = m
+                .iter()
+                .filter(|(_, s)| s.key_id == key_id)
+                .map(|(h, s)| (*h, s.used))
+                .collect();
+            if own.len() >= MAX_PER_KEY {
+                own.sort_by_key(|(_, used)| *used);
+                for (h, _) in &own[..=own.len() - MAX_PER_KEY] {
+                    m.remove(h);
+                }
+            }
             if m.len() >= MAX_SESSIONS {
                 if let Some(oldest) = m.iter().min_by_key(|(_, s)| s.used).map(|(h, _)| *h) {
                     m.remove(&oldest);
@@ -156,6 +170,18 @@ mod tests {
         assert_eq!(s.key_of("nope"), None);
         s.end(&t);
         assert_eq!(s.key_of(&t), None);
+    }
+
+    #[test]
+    fn one_key_signing_in_again_and_again_pushes_out_only_its_own_sessions() {
+        let s = Sessions::default();
+        let other = s.start("k2");
+        let mine: Vec<String> = (0..MAX_PER_KEY + 4).map(|_| s.start("k1")).collect();
+        assert_eq!(s.key_of(&other).as_deref(), Some("k2"));
+        let live = mine.iter().filter(|t| s.key_of(t).is_some()).count();
+        assert_eq!(live, MAX_PER_KEY);
+        assert!(s.key_of(mine.last().unwrap()).is_some());
+        assert!(s.key_of(&mine[0]).is_none());
     }
 
     #[test]

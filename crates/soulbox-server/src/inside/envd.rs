@@ -89,6 +89,29 @@ pub async fn call(
         .collect();
     h.clear();
     h.extend(kept);
+    // Only the answers envd gives keep their type; anything else is bytes. None is ever a
+    // document of this origin.
+    let typed = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            let t = t.split(';').next().unwrap_or_default().trim();
+            matches!(
+                t,
+                "application/json" | "application/connect+json" | "application/proto"
+            )
+        });
+    if !typed {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
     if download && resp.status().is_success() {
         // A sandbox's file is never a page of this origin: always a download, never sniffed
         // into HTML or script.
@@ -100,10 +123,6 @@ pub async fn call(
         h.insert(
             header::CONTENT_DISPOSITION,
             HeaderValue::from_static("attachment"),
-        );
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("sandbox; default-src 'none'"),
         );
     }
     Ok(resp)

@@ -22,5 +22,7 @@ pub async fn list(
     let procs = tokio::task::spawn_blocking(move || backend.processes(&r.id))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({ "processes": procs })))
+    // A listing stops at the runtime's cap; say so rather than pass it off as all.
+    let truncated = procs.len() >= soulbox_runtime::ns::processes::MAX_PROCESSES;
+    Ok(Json(json!({ "processes": procs, "truncated": truncated })))
 }

@@ -33,6 +33,14 @@ export async function openTerminal(container, id, onStatus) {
     // keyboards (and IMEs) type. The Terminal tab has a switch for it.
     screenReaderMode: false,
     theme: { background: '#000000' },
+    // Links the sandbox prints (OSC 8) open only if they are http(s), in a new tab that
+    // cannot reach back into this page; never through a dialog.
+    linkHandler: {
+      allowNonHttpProtocols: false,
+      activate: (_ev, uri) => {
+        if (/^https?:\/\//i.test(uri)) window.open(uri, '_blank', 'noopener,noreferrer');
+      },
+    },
   });
   const fit = new FitAddon();
   term.loadAddon(fit);
