@@ -189,6 +189,26 @@ async fn no_page_or_call_works_without_a_session_and_every_answer_is_strict() {
         );
     }
     assert_eq!(status(a, "", "/dashboard").await, 308);
+    // Text files go gzipped to browsers that take it, and revalidate to 304 by their ETag.
+    let js = url(a, "/dashboard/assets/vendor/xterm.js");
+    let r = http()
+        .get(&js)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let etag = r.headers()["etag"].clone();
+    let zipped = r.bytes().await.unwrap().len();
+    let plain = http().get(&js).send().await.unwrap().bytes().await.unwrap();
+    assert!(zipped * 2 < plain.len(), "{zipped} of {}", plain.len());
+    let r = http()
+        .get(&js)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
     assert_eq!(
         status(a, "", "/dashboard/assets/../../etc/passwd").await,
         404

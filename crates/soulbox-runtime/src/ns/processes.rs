@@ -172,22 +172,21 @@ fn to_inside(map: &[(i64, i64, i64)], host: i64) -> i64 {
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf reads a constant of the system; it touches no memory of ours.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
+    sysconf(libc::_SC_CLK_TCK, 100) as f64
 }
 
 fn page_size() -> u64 {
-    // SAFETY: as above.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as u64
+    sysconf(libc::_SC_PAGESIZE, 4096)
+}
+
+/// A constant of the system, or `default` if it has none.
+fn sysconf(name: libc::c_int, default: u64) -> u64 {
+    // SAFETY: sysconf reads a constant of the system; it touches no memory of ours.
+    let v = unsafe { libc::sysconf(name) };
+    if v > 0 {
+        v as u64
     } else {
-        4096
+        default
     }
 }
 

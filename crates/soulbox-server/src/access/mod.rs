@@ -119,6 +119,19 @@ pub fn required_role(method: &Method, path: &str) -> Role {
     }
 }
 
+/// Takes one request from the key's budget, or the 429 to answer.
+pub fn take_rate(st: &AppState, found: &keys::FoundKey) -> Result<(), ApiError> {
+    st.rate
+        .take(&found.caller.key_id, found.rate.or(st.cfg.rate_limit))
+        .map_err(|wait| ApiError::RateLimited {
+            message: format!(
+                "this key made too many requests: try again in {:.1} s",
+                wait.as_secs_f64()
+            ),
+            retry_after: wait,
+        })
+}
+
 /// The middleware in front of every control-plane route (see the module's doc).
 pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let lookup = match (
@@ -137,18 +150,8 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         Ok(None) => return ApiError::Unauthorized("invalid API key".into()).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if let Err(wait) = st
-        .rate
-        .take(&found.caller.key_id, found.rate.or(st.cfg.rate_limit))
-    {
-        return ApiError::RateLimited {
-            message: format!(
-                "this key made too many requests: try again in {:.1} s",
-                wait.as_secs_f64()
-            ),
-            retry_after: wait,
-        }
-        .into_response();
+    if let Err(e) = take_rate(&st, &found) {
+        return e.into_response();
     }
     let path = req
         .extensions()

@@ -1,6 +1,6 @@
 //! The dashboard's files, built into the binary (nothing is fetched at run time). Each is
 //! answered with an ETag of its content (a browser revalidates and gets 304 until the binary
-//! changes) and gzipped once, when first asked for, if the browser takes gzip.
+//! changes), and text files gzipped once, at the first request, for browsers that take gzip.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -9,7 +9,7 @@ use include_dir::{include_dir, Dir};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 static FILES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/src/dashboard/assets");
 
@@ -22,41 +22,78 @@ pub fn serve(rel: &str, headers: &HeaderMap) -> Response {
             _ => return crate::error::json_error(StatusCode::NOT_FOUND, "no such page"),
         },
     };
-    let Some(file) = FILES.get_file(name) else {
+    let Some(ready) = prepared().get(name) else {
         return crate::error::json_error(StatusCode::NOT_FOUND, "no such file");
     };
-    // The file's own path: 'static, unlike the request's.
-    let name: &'static str = file.path().to_str().unwrap_or_default();
-    let etag = etag(name, file.contents());
     if headers
         .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+        .is_some_and(|v| v.as_bytes() == ready.etag.as_bytes())
     {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, ready.etag.clone())],
+        )
+            .into_response();
     }
-    let kind = content_type(name);
-    let gzip = headers
+    let takes_gzip = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
-        && compressible(kind)
-        && file.contents().len() > 1024;
-    let mut resp = if gzip {
-        let mut r = Body::from(gzipped(name, file.contents())).into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        r
-    } else {
-        Body::from(file.contents()).into_response()
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let mut resp = match &ready.gzip {
+        Some(z) if takes_gzip => {
+            let mut r = Body::from(z.clone()).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        }
+        _ => Body::from(ready.data).into_response(),
     };
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ready.kind));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(&ready.etag) {
         h.insert(header::ETAG, v);
     }
     resp
+}
+
+/// What is answered for a file, worked out once for all of them (at the first request).
+struct Prepared {
+    data: &'static [u8],
+    etag: String,
+    kind: &'static str,
+    /// The gzipped body, for a text file worth compressing.
+    gzip: Option<bytes::Bytes>,
+}
+
+fn prepared() -> &'static HashMap<String, Prepared> {
+    static TABLE: OnceLock<HashMap<String, Prepared>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        names()
+            .into_iter()
+            .filter_map(|name| {
+                let data = FILES.get_file(&name)?.contents();
+                let kind = content_type(&name);
+                let gzip = (compressible(kind) && data.len() > 1024).then(|| {
+                    let mut z =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                    let _ = z.write_all(data);
+                    bytes::Bytes::from(z.finish().unwrap_or_default())
+                });
+                let etag = format!("\"{}\"", crate::secrets::hex(&Sha256::digest(data)[..12]));
+                Some((
+                    name,
+                    Prepared {
+                        data,
+                        etag,
+                        kind,
+                        gzip,
+                    },
+                ))
+            })
+            .collect()
+    })
 }
 
 fn content_type(name: &str) -> &'static str {
@@ -82,37 +119,7 @@ fn compressible(kind: &str) -> bool {
     kind.starts_with("text/") || kind == "image/svg+xml" || kind == "application/json"
 }
 
-fn etag(name: &'static str, data: &'static [u8]) -> String {
-    static TAGS: OnceLock<Mutex<HashMap<&'static str, String>>> = OnceLock::new();
-    let mut m = TAGS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    m.entry(name)
-        .or_insert_with(|| {
-            let d = Sha256::digest(data);
-            let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
-            format!("\"{hex}\"")
-        })
-        .clone()
-}
-
-fn gzipped(name: &'static str, data: &'static [u8]) -> Vec<u8> {
-    static ZIPPED: OnceLock<Mutex<HashMap<&'static str, Vec<u8>>>> = OnceLock::new();
-    let mut m = ZIPPED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    m.entry(name)
-        .or_insert_with(|| {
-            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            let _ = z.write_all(data);
-            z.finish().unwrap_or_default()
-        })
-        .clone()
-}
-
-/// Every file, for tests (each must be reachable and typed).
+/// Every file's path (the tests fetch each).
 pub fn names() -> Vec<String> {
     fn walk(d: &Dir<'static>, out: &mut Vec<String>) {
         for f in d.files() {

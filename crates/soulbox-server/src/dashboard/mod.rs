@@ -86,7 +86,11 @@ async fn api(st: &AppState, control: &mut axum::Router, rest: String, req: Reque
     };
     if rest == "/session" {
         return match *req.method() {
-            Method::GET => who(st, &key_id).await,
+            Method::GET => match st.store.caller_of_key_id(&key_id).await {
+                Ok(Some(found)) => who(st, &found.caller).await,
+                Ok(None) => unauthorized("the session's API key was revoked: sign in with another"),
+                Err(e) => crate::error::ApiError::from(e).into_response(),
+            },
             Method::DELETE => {
                 st.sessions.end(&token);
                 let mut r = StatusCode::NO_CONTENT.into_response();
@@ -150,18 +154,8 @@ async fn sign_in(st: &AppState, req: Request) -> Response {
         Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
     // A sign-in is a request of its key: its rate limit applies.
-    if let Err(wait) = st
-        .rate
-        .take(&found.caller.key_id, found.rate.or(st.cfg.rate_limit))
-    {
-        return crate::error::ApiError::RateLimited {
-            message: format!(
-                "this key made too many requests: try again in {:.1} s",
-                wait.as_secs_f64()
-            ),
-            retry_after: wait,
-        }
-        .into_response();
+    if let Err(e) = crate::access::take_rate(st, &found) {
+        return e.into_response();
     }
     let token = st.sessions.start(&found.caller.key_id);
     // Who opened a dashboard session, and from where (a failed attempt names no team).
@@ -172,7 +166,7 @@ async fn sign_in(st: &AppState, req: Request) -> Response {
         entry.source = source;
     }
     audit::record(&st.store, entry).await;
-    let mut r = who(st, &found.caller.key_id).await;
+    let mut r = who(st, &found.caller).await;
     if r.status().is_success() {
         if let Ok(v) = HeaderValue::from_str(&session::set_cookie(st.cfg.tls.is_some(), &token)) {
             r.headers_mut().insert(header::SET_COOKIE, v);
@@ -182,13 +176,7 @@ async fn sign_in(st: &AppState, req: Request) -> Response {
 }
 
 /// Who the session is: team, key and role.
-async fn who(st: &AppState, key_id: &str) -> Response {
-    let found = match st.store.caller_of_key_id(key_id).await {
-        Ok(Some(f)) => f,
-        Ok(None) => return unauthorized("the session's API key was revoked: sign in with another"),
-        Err(e) => return crate::error::ApiError::from(e).into_response(),
-    };
-    let c = found.caller;
+async fn who(st: &AppState, c: &crate::access::Caller) -> Response {
     let name = st
         .store
         .key_records(Some(&c.team))

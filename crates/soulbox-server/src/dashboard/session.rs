@@ -99,7 +99,7 @@ impl Sessions {
     /// Starts a session for a key; returns its token (shown to the browser only).
     pub fn start(&self, key_id: &str) -> String {
         let bytes: [u8; 32] = rand::random();
-        let token = bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let token = crate::secrets::hex(&bytes);
         let now = Instant::now();
         if let Ok(mut m) = self.by_hash.lock() {
             m.retain(|_, s| live(s, now));
